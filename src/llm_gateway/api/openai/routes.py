@@ -1,0 +1,163 @@
+"""OpenAI-dialect endpoints: ``/v1/chat/completions``, ``/v1/embeddings``,
+``/v1/models``. Hot path: no dependency injection, no pydantic round trip —
+the body is parsed once with orjson and validated by the decoder."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from llm_gateway.api.auth import authenticate
+from llm_gateway.api.openai.decode import decode_chat_request, decode_embedding_request
+from llm_gateway.api.openai.encode import ChunkEncoder, encode_chat_response, encode_embedding_response
+from llm_gateway.api.responses import JSONBytes, error_response, json_response, read_json, request_id
+from llm_gateway.billing.pricing import format_usd
+from llm_gateway.errors import GatewayError
+from llm_gateway.pipeline import Call
+from llm_gateway.providers.base import RawChat, RawChunk, RawEmbedding
+from llm_gateway.state import GatewayState
+
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+
+_DONE = b"data: [DONE]\n\n"
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def _gateway(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.gateway
+    return state
+
+
+def _headers(call: Call | None, rid: str) -> dict[str, str]:
+    headers = {"x-request-id": rid, "x-gateway-cache": "BYPASS"}
+    if call is not None and call.route is not None:
+        headers["x-gateway-deployment"] = call.route.label
+    return headers
+
+
+def _body_schema(ref: str) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+        }
+    }
+
+
+@router.post(
+    "/chat/completions",
+    summary="Create a chat completion (OpenAI Chat Completions API), streaming or not",
+    openapi_extra=_body_schema("CreateChatCompletionRequest"),
+)
+async def chat_completions(request: Request) -> Response:
+    gw = _gateway(request)
+    rid = request_id(request)
+    call: Call | None = None
+    try:
+        authenticate(request, gw.settings)
+        req = decode_chat_request(await read_json(request, gw.settings.max_request_bytes))
+        call = Call(rid, req.model)
+        if req.stream:
+            events = await gw.pipeline.chat_stream(req, call)
+            route = call.route
+            assert route is not None
+            encoder = ChunkEncoder(
+                f"chatcmpl-{rid}", route.deployment.model, int(time.time()), req.include_usage
+            )
+            return StreamingResponse(
+                _sse(events, encoder),
+                media_type="text/event-stream",
+                headers=_headers(call, rid) | _SSE_HEADERS,
+            )
+        result = await gw.pipeline.chat(req, call)
+    except GatewayError as exc:
+        return error_response(exc, _headers(call, rid))
+    body = result.body if isinstance(result, RawChat) else orjson.dumps(encode_chat_response(result))
+    headers = _headers(call, rid)
+    cost = call.cost
+    if cost is not None:
+        headers["x-gateway-cost-usd"] = format_usd(cost)
+    return JSONBytes(body, headers=headers)
+
+
+async def _sse(events: AsyncIterator[Any], encoder: ChunkEncoder) -> AsyncIterator[bytes]:
+    """OpenAI SSE framing, one write per upstream event; an error after the
+    first byte becomes one ``data: {"error": …}`` event and no ``[DONE]``."""
+    try:
+        async for event in events:
+            if isinstance(event, RawChunk):
+                if event.data is not None:
+                    yield b"data: " + event.data + b"\n\n"
+                continue
+            data = encoder.encode(event)
+            if data is not None:
+                yield b"data: " + data + b"\n\n"
+    except GatewayError as exc:
+        yield b"data: " + exc.to_bytes() + b"\n\n"
+        return
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    yield _DONE
+
+
+@router.post(
+    "/embeddings",
+    summary="Create embeddings (OpenAI Embeddings API)",
+    openapi_extra=_body_schema("CreateEmbeddingRequest"),
+)
+async def embeddings(request: Request) -> Response:
+    gw = _gateway(request)
+    rid = request_id(request)
+    call: Call | None = None
+    try:
+        authenticate(request, gw.settings)
+        req = decode_embedding_request(await read_json(request, gw.settings.max_request_bytes))
+        call = Call(rid, req.model)
+        result = await gw.pipeline.embed(req, call)
+    except GatewayError as exc:
+        return error_response(exc, _headers(call, rid))
+    body = result.body if isinstance(result, RawEmbedding) else orjson.dumps(encode_embedding_response(result))
+    headers = _headers(call, rid)
+    cost = call.cost
+    if cost is not None:
+        headers["x-gateway-cost-usd"] = format_usd(cost)
+    return JSONBytes(body, headers=headers)
+
+
+def _model_object(gw: GatewayState, name: str) -> dict[str, Any]:
+    model = gw.router.models[name]
+    return {
+        "id": name,
+        "object": "model",
+        "created": gw.started_at,
+        "owned_by": model.deployments[0].provider,
+    }
+
+
+@router.get("/models", summary="List the models this caller may use")
+async def list_models(request: Request) -> Response:
+    gw = _gateway(request)
+    rid = request_id(request)
+    try:
+        authenticate(request, gw.settings)
+    except GatewayError as exc:
+        return error_response(exc, {"x-request-id": rid})
+    data = [_model_object(gw, name) for name in gw.router.models]
+    return json_response({"object": "list", "data": data}, headers={"x-request-id": rid})
+
+
+@router.get("/models/{model_id:path}", summary="Retrieve one model")
+async def retrieve_model(model_id: str, request: Request) -> Response:
+    gw = _gateway(request)
+    rid = request_id(request)
+    try:
+        authenticate(request, gw.settings)
+        gw.router.resolve(model_id)
+    except GatewayError as exc:
+        return error_response(exc, {"x-request-id": rid})
+    return json_response(_model_object(gw, model_id), headers={"x-request-id": rid})

@@ -1,0 +1,104 @@
+"""Rendering errors and JSON, and reading request bodies safely."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from llm_gateway.errors import GatewayError, InvalidRequest, NotFound, RequestTooLarge
+
+
+class JSONBytes(Response):
+    media_type = "application/json"
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return JSONBytes(orjson.dumps(data), status_code=status, headers=headers)
+
+
+def error_response(err: GatewayError, headers: dict[str, str] | None = None) -> Response:
+    all_headers = err.response_headers()
+    if headers:
+        all_headers.update(headers)
+    return JSONBytes(err.to_bytes(), status_code=err.status_code, headers=all_headers)
+
+
+def request_id(request: Request) -> str:
+    """The client's ``x-request-id`` when it sent a sane one, else a new one."""
+    rid = request.headers.get("x-request-id")
+    if rid and len(rid) <= 128 and rid.isprintable():
+        return rid
+    return "req_" + secrets.token_hex(12)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body parsed as JSON; 413 past ``limit`` bytes (checked before reading
+    when the client declares a length), 400 ``invalid_json`` when malformed."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+    if declared is not None and declared.isdigit():
+        body = await request.body()
+    else:
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    if len(body) > limit:
+        raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request: {exc.msg}.", code="invalid_json"
+        ) from None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves in SPEC §4's shape; never a traceback."""
+
+    async def gateway_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        return error_response(exc)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            err: GatewayError = NotFound(f"Unknown path: {request.method} {request.url.path}")
+        elif exc.status_code == 405:
+            err = InvalidRequest(
+                f"Method {request.method} is not allowed on {request.url.path}.",
+                code="method_not_allowed", status=405,
+            )
+        else:
+            err = InvalidRequest(str(exc.detail), status=exc.status_code, code=None)
+        return error_response(err, dict(exc.headers or {}))
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        param = ".".join(loc) or None
+        code = "missing_field" if first.get("type") == "missing" else "invalid_value"
+        if first.get("type") == "json_invalid":
+            code = "invalid_json"
+        msg = str(first.get("msg", "Invalid request."))
+        return error_response(InvalidRequest(f"{param}: {msg}" if param else msg, code=code, param=param))
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        return error_response(GatewayError("The gateway failed to handle this request.", code="internal_error"))
+
+    app.add_exception_handler(GatewayError, gateway_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected)

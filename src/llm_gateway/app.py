@@ -1,0 +1,71 @@
+"""The ASGI application: routes, error handlers and the lifespan that opens
+and closes everything the gateway holds."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from llm_gateway import __version__
+from llm_gateway.api import health
+from llm_gateway.api.openai import routes as openai_routes
+from llm_gateway.api.openai.schemas import OPENAPI_SCHEMAS
+from llm_gateway.api.responses import install_error_handlers
+from llm_gateway.settings import Settings, load_settings
+from llm_gateway.state import GatewayState
+
+log = logging.getLogger("llm_gateway")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Settings are loaded here (not at import) when not given."""
+    settings = settings if settings is not None else load_settings()
+    state = GatewayState.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await state.start()
+        if not settings.master_key:
+            log.warning("no master key configured: the API is open to anyone who can reach it")
+        log.info(
+            "gateway started: %d providers, %d models", len(settings.providers), len(settings.models)
+        )
+        try:
+            yield
+        finally:
+            await state.aclose()
+            log.info("gateway stopped")
+
+    app = FastAPI(
+        title="LLM Gateway",
+        version=__version__,
+        description="One OpenAI-compatible API over OpenAI, Anthropic, Gemini and OpenAI-compatible servers.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = state
+    install_error_handlers(app)
+    app.include_router(openai_routes.router)
+    app.include_router(health.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(OPENAPI_SCHEMAS)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for ``uvicorn --factory`` and gunicorn workers."""
+    return create_app()

@@ -1,0 +1,82 @@
+"""The small protocol every provider adapter implements.
+
+An adapter turns canonical requests into one provider's HTTP calls and the
+answers back into canonical results. Translation lives in pure functions next
+to the adapter; the adapter itself only sends bytes and maps errors, once, at
+this boundary.
+
+Passthrough: when a chat request arrived in OpenAI's dialect (``req.raw`` is
+set) and the provider speaks OpenAI's format, the adapter may answer with
+``RawChat`` / ``RawChunk`` (the upstream's own bytes) instead of canonical
+objects, so nothing is re-serialised; it still reports usage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from llm_gateway.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamEvent, Usage
+
+
+@dataclass(slots=True, frozen=True)
+class Target:
+    """What an adapter needs to know about the deployment it calls."""
+
+    model: str  # the upstream model name
+    max_output_tokens: int  # sent where the upstream API requires a max_tokens
+
+
+@dataclass(slots=True)
+class RawChat:
+    """An OpenAI-format chat completion body, passed through unchanged."""
+
+    body: bytes
+    usage: Usage | None
+
+
+@dataclass(slots=True)
+class RawChunk:
+    """One OpenAI-format ``chat.completion.chunk`` JSON payload (without the
+    ``data: `` framing), passed through unchanged. ``usage`` is set on the
+    chunk that carried it; ``data`` is ``None`` when that chunk is not for the
+    client (it did not ask for ``include_usage``)."""
+
+    data: bytes | None
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class RawEmbedding:
+    body: bytes
+    usage: Usage | None
+
+
+ChatResult = ChatResponse | RawChat
+ChunkOrEvent = StreamEvent | RawChunk
+EmbeddingResult = EmbeddingResponse | RawEmbedding
+
+
+class Provider(Protocol):
+    """One configured upstream (an entry of ``providers:``)."""
+
+    name: str
+    kind: str
+
+    async def start(self) -> None:
+        """Open pooled connections; called once from the app's lifespan."""
+
+    async def aclose(self) -> None:
+        """Close pooled connections; called once at shutdown."""
+
+    async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResult:
+        """One non-streaming completion from ``target.model``."""
+
+    async def chat_stream(self, req: ChatRequest, target: Target, request_id: str) -> AsyncIterator[ChunkOrEvent]:
+        """Open a stream. Raises ``GatewayError`` before yielding when the
+        upstream refuses; the iterator then yields events as they arrive.
+        Closing the iterator cancels the upstream request."""
+
+    async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResult:
+        """Embeddings from ``target.model``."""

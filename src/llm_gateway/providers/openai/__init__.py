@@ -1,0 +1,1 @@
+"""OpenAI Chat Completions and Embeddings, and any server that speaks them."""
