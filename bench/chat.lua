@@ -1,0 +1,42 @@
+-- wrk script: POST the JSON body read from the file named by the first script
+-- argument, and count answers outside 2xx, keeping the first one so that the
+-- runner can show what the server said.
+--   wrk -t1 -c16 -d10s --latency -s bench/chat.lua URL -- body.json
+
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local f = assert(io.open(args[1], "rb"))
+  wrk.method = "POST"
+  wrk.body = f:read("*a")
+  f:close()
+  wrk.headers["Content-Type"] = "application/json"
+  bad = 0
+  first_bad = ""
+end
+
+function response(status, headers, body)
+  if status < 200 or status > 299 then
+    bad = bad + 1
+    if first_bad == "" then
+      first_bad = status .. " " .. string.sub(body or "", 1, 2000)
+    end
+  end
+end
+
+function done(summary, latency, requests)
+  local total, first = 0, ""
+  for _, t in ipairs(threads) do
+    total = total + (t:get("bad") or 0)
+    local fb = t:get("first_bad")
+    if first == "" and fb ~= nil then first = fb end
+  end
+  io.write(string.format("BENCH_NON2XX %d\n", total))
+  if first ~= "" then
+    io.write("BENCH_FIRST_NON2XX " .. string.gsub(first, "[\r\n]", " ") .. "\n")
+  end
+end

@@ -1,0 +1,93 @@
+"""Shared fixtures: fake upstreams and a live gateway wired to them."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from llm_gateway.app import create_app
+from llm_gateway.settings import load_settings
+from tests.fakes import openai_server
+from tests.fakes.server import LiveServer, serve_in_thread
+
+WIRE = Path(__file__).resolve().parents[2] / "shared" / "provider-wire"
+
+
+def has_fake(name: str) -> bool:
+    return importlib.util.find_spec(f"tests.fakes.{name}_server") is not None
+
+
+@dataclass
+class Stack:
+    """A running gateway and the fake upstreams behind it."""
+
+    url: str
+    fakes: dict[str, Any] = field(default_factory=dict)
+    servers: list[LiveServer] = field(default_factory=list)
+
+    def requests_to(self, fake: str) -> list[dict[str, Any]]:
+        return list(self.fakes[fake].state.requests)
+
+
+def gateway_config(fake_urls: dict[str, str]) -> dict[str, Any]:
+    oai = fake_urls["openai"]
+    providers: list[dict[str, Any]] = [
+        {"name": "oai", "kind": "openai", "api_base": f"{oai}/v1", "api_key": openai_server.API_KEY},
+        {"name": "compat", "kind": "openai_compatible", "api_base": f"{oai}/v1/",
+         "api_key": openai_server.API_KEY},
+        {"name": "oai-badkey", "kind": "openai", "api_base": f"{oai}/v1", "api_key": "sk-wrong-key-1234"},
+        {"name": "oai-slow", "kind": "openai", "api_base": f"{oai}/v1", "api_key": openai_server.API_KEY,
+         "timeout_s": 0.5},
+        {"name": "down", "kind": "openai", "api_base": "http://127.0.0.1:9/v1", "api_key": "x"},
+    ]
+    pricing = {"input_per_mtok": "0.15", "output_per_mtok": "0.60", "cached_input_per_mtok": "0.075"}
+    models: list[dict[str, Any]] = [
+        {"name": "gpt-test", "deployments": [{"provider": "oai", "model": "gpt-4o-mini"}], "pricing": pricing},
+        {"name": "compat-test", "deployments": [{"provider": "compat", "model": "llama-3"}]},
+        {"name": "badkey-test", "deployments": [{"provider": "oai-badkey", "model": "gpt-4o-mini"}]},
+        {"name": "slow-test", "deployments": [{"provider": "oai-slow", "model": "gpt-4o-mini"}]},
+        {"name": "down-test", "deployments": [{"provider": "down", "model": "gpt-4o-mini"}]},
+        {"name": "emb-test", "mode": "embedding",
+         "deployments": [{"provider": "oai", "model": "text-embedding-3-small"}],
+         "pricing": {"input_per_mtok": "0.02", "output_per_mtok": "0"}},
+    ]
+    if "anthropic" in fake_urls:
+        providers.append({"name": "ant", "kind": "anthropic", "api_base": f"{fake_urls['anthropic']}/v1",
+                          "api_key": "sk-ant-test"})
+        models.append({"name": "claude-test", "deployments": [{"provider": "ant", "model": "claude-haiku-4-5"}],
+                       "pricing": {"input_per_mtok": "1", "output_per_mtok": "5",
+                                   "cached_input_per_mtok": "0.1"},
+                       "max_output_tokens": 1024})
+    if "gemini" in fake_urls:
+        providers.append({"name": "gem", "kind": "gemini", "api_base": f"{fake_urls['gemini']}/v1beta",
+                          "api_key": "gemini-test-key"})
+        models.append({"name": "gemini-test", "deployments": [{"provider": "gem", "model": "gemini-2.5-flash"}],
+                       "pricing": {"input_per_mtok": "0.30", "output_per_mtok": "2.50"}})
+        models.append({"name": "gemini-emb", "mode": "embedding",
+                       "deployments": [{"provider": "gem", "model": "gemini-embedding-001"}]})
+    return {"max_request_bytes": 65536, "providers": providers, "models": models}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    fakes: dict[str, Any] = {"openai": openai_server.create_app()}
+    for name in ("anthropic", "gemini"):
+        if has_fake(name):
+            module = importlib.import_module(f"tests.fakes.{name}_server")
+            fakes[name] = module.create_app()
+    servers = {name: serve_in_thread(app) for name, app in fakes.items()}
+    config = tmp_path_factory.mktemp("gw") / "gateway.yaml"
+    config.write_text(yaml.safe_dump(gateway_config({n: s.url for n, s in servers.items()})))
+    gateway = serve_in_thread(create_app(load_settings(config, env={})))
+    yield Stack(gateway.url, fakes, [gateway, *servers.values()])
+    for server in (gateway, *servers.values()):
+        server.stop()
+
+
