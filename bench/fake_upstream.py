@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections import deque
+from typing import cast
 
 import orjson
 import uvloop
@@ -170,8 +170,8 @@ class FakeOpenAI(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's TCP transport does not subclass asyncio.Transport, hence a cast.
+        self._transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -234,7 +234,9 @@ async def serve(host: str, port: int, chunk_delay_s: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="pause between stream chunks")

@@ -95,7 +95,9 @@ def wait_for_port(child: Child, port: int, timeout_s: float = 15.0) -> None:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return
         time.sleep(0.005)
-    raise BenchError(f"{child.name} did not listen on port {port} within {timeout_s:.0f}s:\n{child.log_tail()}")
+    raise BenchError(
+        f"{child.name} did not listen on port {port} within {timeout_s:.0f}s:\n{child.log_tail()}"
+    )
 
 
 def wait_for_health(child: Child, url: str, timeout_s: float = 30.0) -> float:

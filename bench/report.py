@@ -68,9 +68,10 @@ def _stream_table(direct: StreamStats, gw: StreamStats) -> list[str]:
     for label, s in (("direct", direct), ("gateway", gw)):
         rows.append(f"{label:>8} {_ms(s.ttft_p50_ms):>9} {_ms(s.ttft_p99_ms):>9}"
                     f" {_ms(s.total_p50_ms):>10} {_ms(s.total_p99_ms):>10}")
-    rows.append(f"{'added':>8} {_ms(gw.ttft_p50_ms - direct.ttft_p50_ms):>9} "
-                f"{_ms(gw.ttft_p99_ms - direct.ttft_p99_ms):>9}"
-                f" {_ms(gw.total_p50_ms - direct.total_p50_ms):>10} {_ms(gw.total_p99_ms - direct.total_p99_ms):>10}")
+    rows.append(f"{'added':>8} {_ms(gw.ttft_p50_ms - direct.ttft_p50_ms):>9}"
+                f" {_ms(gw.ttft_p99_ms - direct.ttft_p99_ms):>9}"
+                f" {_ms(gw.total_p50_ms - direct.total_p50_ms):>10}"
+                f" {_ms(gw.total_p99_ms - direct.total_p99_ms):>10}")
     return rows
 
 

@@ -56,12 +56,11 @@ def parse(output: str, concurrency: int) -> WrkResult:
     problems = []
     bad = _NON2XX.search(output)
     wrk_bad = _WRK_NON2XX.search(output)
-    if (bad and int(bad.group(1))) or wrk_bad:
+    count = max(int(bad.group(1)) if bad else 0, int(wrk_bad.group(1)) if wrk_bad else 0)
+    if count:
         first = _FIRST_BAD.search(output)
-        problems.append(
-            f"{bad.group(1) if bad else wrk_bad.group(1) if wrk_bad else '?'} non-2xx responses; "
-            f"the first was: {first.group(1) if first else '(not captured)'}"
-        )
+        said = first.group(1) if first else "(not captured)"
+        problems.append(f"{count} non-2xx responses; the first was: {said}")
     sock = _SOCKET.search(output)
     if sock and any(int(n) for n in sock.groups()):
         problems.append(sock.group(0))

@@ -21,14 +21,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the HTTP server")
-    serve.add_argument("--config", metavar="F", help="YAML config file (default: $GATEWAY_CONFIG, else built-in defaults)")
+    config_help = "YAML config file (default: $GATEWAY_CONFIG, else built-in defaults)"
+    serve.add_argument("--config", metavar="F", help=config_help)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8080, help="port to bind (default: %(default)s)")
     serve.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default: %(default)s)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     check = sub.add_parser("check-config", help="validate a config file and print a summary")
-    check.add_argument("--config", metavar="F", help="YAML config file (default: $GATEWAY_CONFIG, else built-in defaults)")
+    check.add_argument("--config", metavar="F", help=config_help)
     return parser
 
 

@@ -80,9 +80,7 @@ class Pipeline:
         try:
             event = first
             while True:
-                if isinstance(event, UsageDelta):
-                    call.usage = event.usage
-                elif isinstance(event, RawChunk) and event.usage is not None:
+                if isinstance(event, UsageDelta) or (isinstance(event, RawChunk) and event.usage is not None):
                     call.usage = event.usage
                 yield event
                 try:

@@ -3,7 +3,6 @@ and the mapping of transport failures into the gateway's error tree."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ def transport_errors(provider: str) -> Iterator[None]:
         yield
     except GatewayError:
         raise
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+    except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout(f"The {provider} provider timed out.") from None
     except aiohttp.ClientConnectorError:
         raise UpstreamError(f"Could not connect to the {provider} provider.") from None

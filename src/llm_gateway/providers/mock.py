@@ -58,7 +58,7 @@ EMBEDDING_DIMENSIONS = 16
 def _schema_value(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return "mock"
-    if "enum" in schema and schema["enum"]:
+    if schema.get("enum"):
         return schema["enum"][0]
     kind = schema.get("type")
     if isinstance(kind, list):

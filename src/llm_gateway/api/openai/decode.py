@@ -7,7 +7,7 @@ are kept in ``extra`` and in ``raw`` for the passthrough path.
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from llm_gateway.errors import InvalidRequest
 from llm_gateway.types import (
@@ -101,8 +101,10 @@ def _content(value: Any, param: str) -> list[ContentPart]:
         kind = part.get("type")
         if kind == "text":
             text = part.get("text")
+            if text is None:
+                _missing(f"{p}.text")
             if not isinstance(text, str):
-                _missing(f"{p}.text") if text is None else _bad_type(f"{p}.text", "a string")
+                _bad_type(f"{p}.text", "a string")
             parts.append(TextPart(text))
         elif kind == "image_url":
             image = part.get("image_url")
@@ -337,8 +339,10 @@ def decode_embedding_request(body: Any) -> EmbeddingRequest:
         _bad_value("input", "at most 2048 inputs per request.")
     if any(isinstance(s, str) and s == "" for s in inputs):
         _bad_value("input", "inputs must not be empty strings.")
-    fmt = body.get("encoding_format", "float") or "float"
-    if fmt not in ("float", "base64"):
+    fmt: Literal["float", "base64"] = "float"
+    if body.get("encoding_format") == "base64":
+        fmt = "base64"
+    elif body.get("encoding_format") not in (None, "float"):
         _bad_value("encoding_format", "must be 'float' or 'base64'.")
     dims = _opt_int(body, "dimensions", 1)
     return EmbeddingRequest(model, inputs, fmt, dims, _opt_str(body, "user"), raw=body)

@@ -106,7 +106,8 @@ class StreamDecoder:
         tool_index = self._tools
         self._tools += 1
         self._blocks[index] = tool_index
-        return [ToolCallDelta(tool_index, arguments, id=str(block.get("id", "")), name=str(block.get("name", "")))]
+        call_id, name = str(block.get("id", "")), str(block.get("name", ""))
+        return [ToolCallDelta(tool_index, arguments, id=call_id, name=name)]
 
     def _delta(self, data: Any) -> list[StreamEvent]:
         delta = data.get("delta")

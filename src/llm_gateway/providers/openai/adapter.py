@@ -15,7 +15,15 @@ import orjson
 
 from llm_gateway.api.openai.encode import decode_usage
 from llm_gateway.errors import UpstreamError
-from llm_gateway.providers.base import ChatResult, ChunkOrEvent, EmbeddingResult, RawChat, RawChunk, RawEmbedding, Target
+from llm_gateway.providers.base import (
+    ChatResult,
+    ChunkOrEvent,
+    EmbeddingResult,
+    RawChat,
+    RawChunk,
+    RawEmbedding,
+    Target,
+)
 from llm_gateway.providers.http import (
     error_from_response,
     iter_sse,
