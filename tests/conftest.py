@@ -30,6 +30,7 @@ class Stack:
 
     url: str
     fakes: dict[str, Any] = field(default_factory=dict)
+    fakes_urls: dict[str, str] = field(default_factory=dict)
     servers: list[LiveServer] = field(default_factory=list)
 
     def requests_to(self, fake: str) -> list[dict[str, Any]]:
@@ -67,7 +68,8 @@ def gateway_config(fake_urls: dict[str, str]) -> dict[str, Any]:
                        "max_output_tokens": 1024})
     if "gemini" in fake_urls:
         providers.append({"name": "gem", "kind": "gemini", "api_base": f"{fake_urls['gemini']}/v1beta",
-                          "api_key": "gemini-test-key"})
+                          "api_key": "test-gemini-key",
+                          "fetch_private_image_urls": True})
         models.append({"name": "gemini-test", "deployments": [{"provider": "gem", "model": "gemini-2.5-flash"}],
                        "pricing": {"input_per_mtok": "0.30", "output_per_mtok": "2.50"}})
         models.append({"name": "gemini-emb", "mode": "embedding",
@@ -86,7 +88,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     config = tmp_path_factory.mktemp("gw") / "gateway.yaml"
     config.write_text(yaml.safe_dump(gateway_config({n: s.url for n, s in servers.items()})))
     gateway = serve_in_thread(create_app(load_settings(config, env={})))
-    yield Stack(gateway.url, fakes, [gateway, *servers.values()])
+    yield Stack(gateway.url, fakes, {n: s.url for n, s in servers.items()}, [gateway, *servers.values()])
     for server in (gateway, *servers.values()):
         server.stop()
 

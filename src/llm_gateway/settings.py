@@ -56,6 +56,10 @@ class ProviderSettings(_Strict):
     auth_header: str = "authorization"
     query_params: dict[str, str] = Field(default_factory=dict)
     max_connections: int = Field(default=1000, ge=1)
+    # gemini only: the gateway fetches http(s) image URLs itself (Gemini cannot);
+    # URLs that resolve to private, loopback or link-local addresses are refused
+    # unless this is true.
+    fetch_private_image_urls: bool = False
     # mock only: per-request latency before the first byte, and chunks per stream.
     latency_ms: float = Field(default=0.0, ge=0)
     chunks: int = Field(default=0, ge=0)

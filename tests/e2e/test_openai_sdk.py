@@ -148,10 +148,12 @@ def test_streamed_tool_call(client: openai.OpenAI, model: str) -> None:
 
 
 @pytest.mark.parametrize("model", CHAT_MODELS)
-def test_image_input(client: openai.OpenAI, model: str) -> None:
+def test_image_input(stack: Stack, client: openai.OpenAI, model: str) -> None:
+    http_url = f"{stack.fakes_urls['openai']}/image.png"
     completion = client.chat.completions.create(model=model, messages=[{"role": "user", "content": [
-        {"type": "text", "text": "What is in this picture?"},
+        {"type": "text", "text": "What is in these pictures?"},
         {"type": "image_url", "image_url": {"url": DATA_URL}},
+        {"type": "image_url", "image_url": {"url": http_url, "detail": "low"}},
     ]}])
     assert completion.choices[0].message.content
 

@@ -226,6 +226,17 @@ async def embeddings(request: Request) -> Response:
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
+# A 1×1 PNG, served so that tests can send an http image URL.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c63f8cfc0f01f0005000201e7a1b0e10000000049454e44ae426082"
+)
+
+
+async def image(request: Request) -> Response:
+    return Response(PNG, media_type="image/png")
+
+
 async def models(request: Request) -> Response:
     return JSONResponse(_wire("models-list.spec.json"))
 
@@ -235,6 +246,7 @@ def create_app() -> Starlette:
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/image.png", image, methods=["GET"]),
     ])
     app.state.requests = []
     app.state.stream_cancelled_at = None
