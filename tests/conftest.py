@@ -61,7 +61,7 @@ def gateway_config(fake_urls: dict[str, str]) -> dict[str, Any]:
     ]
     if "anthropic" in fake_urls:
         providers.append({"name": "ant", "kind": "anthropic", "api_base": f"{fake_urls['anthropic']}/v1",
-                          "api_key": "sk-ant-test"})
+                          "api_key": "test-anthropic-key"})
         models.append({"name": "claude-test", "deployments": [{"provider": "ant", "model": "claude-haiku-4-5"}],
                        "pricing": {"input_per_mtok": "1", "output_per_mtok": "5",
                                    "cached_input_per_mtok": "0.1"},

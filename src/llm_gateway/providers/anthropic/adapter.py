@@ -1,0 +1,111 @@
+"""The adapter for ``anthropic`` providers: ``POST {api_base}/messages``.
+
+Only I/O lives here; translation is in ``to_wire``, ``from_wire`` and
+``stream``. Error answers are mapped once, by ``error_from_response``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from llm_gateway.errors import InvalidRequest, UpstreamError
+from llm_gateway.providers.anthropic import from_wire, to_wire
+from llm_gateway.providers.anthropic.stream import StreamDecoder
+from llm_gateway.providers.base import Target
+from llm_gateway.providers.http import (
+    error_from_response,
+    iter_sse,
+    load_json,
+    new_session,
+    timeouts,
+    transport_errors,
+)
+from llm_gateway.settings import ProviderSettings
+from llm_gateway.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamEvent
+
+API_VERSION = "2023-06-01"
+
+
+class AnthropicProvider:
+    """Speaks Anthropic's Messages API; answers in canonical types."""
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.name = settings.name
+        self.kind = settings.kind
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._url = f"{settings.base_url}/messages"
+        headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
+        if settings.api_key:
+            headers["x-api-key"] = settings.api_key
+        self._headers = headers | settings.headers  # e.g. anthropic-beta
+        self._timeout = timeouts(settings, stream=False)
+        self._stream_timeout = timeouts(settings, stream=True)
+
+    async def start(self) -> None:
+        self._session = new_session(self._settings)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _post(self, body: dict[str, Any], request_id: str, *, stream: bool) -> Any:
+        assert self._session is not None, "provider not started"
+        return self._session.post(
+            self._url, data=orjson.dumps(body), headers=self._headers | {"x-request-id": request_id},
+            timeout=self._stream_timeout if stream else self._timeout,
+        )
+
+    async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResponse:
+        wire = to_wire.messages_body(req, target.model, target.max_output_tokens)
+        with transport_errors(self.name):
+            async with self._post(wire.body, request_id, stream=False) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise error_from_response(resp.status, raw, resp.headers, self.name)
+        data = load_json(raw, self.name)
+        if not isinstance(data, dict) or not isinstance(data.get("content"), list):
+            raise UpstreamError(f"The {self.name} provider answered with an unexpected body.")
+        return from_wire.chat_response(data, created=int(time.time()), json_tool=wire.json_tool)
+
+    async def chat_stream(
+        self, req: ChatRequest, target: Target, request_id: str
+    ) -> AsyncIterator[StreamEvent]:
+        wire = to_wire.messages_body(req, target.model, target.max_output_tokens)
+        with transport_errors(self.name):
+            resp = await self._post(wire.body, request_id, stream=True).__aenter__()
+            if resp.status >= 400:
+                try:
+                    raw = await resp.read()
+                finally:
+                    resp.release()
+                raise error_from_response(resp.status, raw, resp.headers, self.name)
+        return self._events(resp, StreamDecoder(self.name, wire.json_tool))
+
+    async def _events(
+        self, resp: aiohttp.ClientResponse, decoder: StreamDecoder
+    ) -> AsyncIterator[StreamEvent]:
+        try:
+            with transport_errors(self.name):
+                async for event in iter_sse(resp.content):
+                    for ev in decoder.feed(load_json(event.data, self.name)):
+                        yield ev
+                    if decoder.done:
+                        break
+            decoder.close()
+        finally:
+            if decoder.done:
+                resp.release()
+            else:
+                resp.close()  # drop the connection so the upstream stops generating
+
+    async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResponse:
+        raise InvalidRequest(
+            f"Model {req.model!r} is served by Anthropic, which has no embeddings API.",
+            code="unsupported_endpoint", param="model",
+        )
