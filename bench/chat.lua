@@ -1,7 +1,8 @@
 -- wrk script: POST the JSON body read from the file named by the first script
--- argument, and count answers outside 2xx, keeping the first one so that the
+-- argument (with "Authorization: Bearer <second argument>" when there is one),
+-- and count answers outside 2xx, keeping the first one so that the
 -- runner can show what the server said.
---   wrk -t1 -c16 -d10s --latency -s bench/chat.lua URL -- body.json
+--   wrk -t1 -c16 -d10s --latency -s bench/chat.lua URL -- body.json [api-key]
 
 local threads = {}
 
@@ -15,6 +16,9 @@ function init(args)
   wrk.body = f:read("*a")
   f:close()
   wrk.headers["Content-Type"] = "application/json"
+  if args[2] ~= nil and args[2] ~= "" then
+    wrk.headers["Authorization"] = "Bearer " .. args[2]
+  end
   bad = 0
   first_bad = ""
 end

@@ -214,11 +214,12 @@ class FakeOpenAI(asyncio.Protocol):
     def _send_chunk(self, index: int, close: bool) -> None:
         if self._transport is None:
             return
-        if index < len(STREAM_CHUNKS):
+        if index < len(STREAM_CHUNKS) - 1:
             self._transport.write(STREAM_CHUNKS[index])
             asyncio.get_running_loop().call_later(self._delay, self._send_chunk, index + 1, close)
             return
-        self._transport.write(_LAST_CHUNK)
+        # [DONE] and the end of the body together, as real servers do.
+        self._transport.write(STREAM_CHUNKS[index] + _LAST_CHUNK)
         self._busy = False
         if close:
             self._transport.close()

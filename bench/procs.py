@@ -115,10 +115,13 @@ def wait_for_health(child: Child, url: str, timeout_s: float = 30.0) -> float:
     raise BenchError(f"{child.name} was not healthy at {url} within {timeout_s:.0f}s:\n{child.log_tail()}")
 
 
-def raise_on_sigterm() -> None:
-    """Turn SIGTERM into ``SystemExit`` so ``finally`` blocks stop the children."""
+def install_signal_handlers() -> None:
+    """Make SIGINT raise ``KeyboardInterrupt`` (even where a shell started us
+    with it ignored) and SIGTERM raise ``SystemExit``, so that ``finally``
+    blocks stop the children."""
 
-    def handler(signum: int, frame: object) -> None:
+    def on_term(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, on_term)

@@ -25,11 +25,11 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-async def _one(session: aiohttp.ClientSession, url: str, body: bytes) -> StreamSample:
+async def _one(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]) -> StreamSample:
     start = time.perf_counter()
     first: float | None = None
     done = False
-    async with session.post(url, data=body, headers={"content-type": "application/json"}) as resp:
+    async with session.post(url, data=body, headers=headers) as resp:
         if resp.status != 200:
             text = (await resp.read()).decode(errors="replace")[:2000]
             raise BenchError(f"streaming request to {url} answered {resp.status}: {text}")
@@ -48,10 +48,13 @@ async def _one(session: aiohttp.ClientSession, url: str, body: bytes) -> StreamS
     return StreamSample((first - start) * 1e3, (end - start) * 1e3)
 
 
-async def measure(url: str, body: bytes, n: int, warmup: int = 10) -> list[StreamSample]:
+async def measure(url: str, body: bytes, n: int, warmup: int = 10, api_key: str = "") -> list[StreamSample]:
     """``warmup`` unrecorded requests, then ``n`` recorded ones, one at a time."""
+    headers = {"content-type": "application/json"}
+    if api_key:
+        headers["authorization"] = f"Bearer {api_key}"
     connector = aiohttp.TCPConnector(limit=1)
     async with aiohttp.ClientSession(connector=connector) as session:
         for _ in range(warmup):
-            await _one(session, url, body)
-        return [await _one(session, url, body) for _ in range(n)]
+            await _one(session, url, body, headers)
+        return [await _one(session, url, body, headers) for _ in range(n)]

@@ -51,7 +51,7 @@ def ensure_wrk() -> str:
     return found
 
 
-def parse(output: str, concurrency: int) -> WrkResult:
+def parse(output: str, concurrency: int, label: str = "wrk") -> WrkResult:
     """Read wrk's report; raise ``BenchError`` if any request failed."""
     problems = []
     bad = _NON2XX.search(output)
@@ -69,17 +69,18 @@ def parse(output: str, concurrency: int) -> WrkResult:
     if rps is None or total is None or 50.0 not in pcts or 99.0 not in pcts:
         problems.append("could not parse wrk's report")
     if problems or rps is None or total is None:
-        raise BenchError(f"wrk at concurrency {concurrency}: " + "; ".join(problems) + f"\n{output}")
+        raise BenchError(f"{label} at concurrency {concurrency}: " + "; ".join(problems) + f"\n{output}")
     return WrkResult(concurrency, int(total.group(1)), float(rps.group(1)), pcts[50.0], pcts[99.0])
 
 
-def run_wrk(wrk: str, url: str, body_file: Path, concurrency: int, duration_s: float, cpu: int) -> WrkResult:
-    """One single-threaded wrk load pinned to ``cpu``."""
+def run_wrk(wrk: str, url: str, body_file: Path, concurrency: int, duration_s: float, cpu: int,
+            api_key: str = "", label: str = "wrk") -> WrkResult:
+    """One single-threaded wrk load pinned to ``cpu``; ``label`` names it in errors."""
     argv = [
         "taskset", "-c", str(cpu), wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s",
-        "--timeout", "10s", "--latency", "-s", str(LUA), url, "--", str(body_file),
+        "--timeout", "10s", "--latency", "-s", str(LUA), url, "--", str(body_file), api_key,
     ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60)
     if proc.returncode != 0:
-        raise BenchError(f"wrk failed (status {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return parse(proc.stdout, concurrency)
+        raise BenchError(f"{label}: wrk failed (status {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return parse(proc.stdout, concurrency, label)

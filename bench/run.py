@@ -1,0 +1,212 @@
+"""``make bench``: the gateway's overhead over a fast fake OpenAI upstream.
+
+Measures, in one run, the DIRECT path (client -> fake upstream) and the
+GATEWAY path (client -> gateway -> fake upstream): non-streaming throughput
+and latency with wrk at several concurrencies, streaming time to first chunk
+with sequential requests, the gateway's start-up time and its memory.
+
+The gateway is pinned to core 0; the fake upstream, wrk and this process
+(which runs the streaming client) share core 1.
+
+Environment:
+    BENCH_DURATION=10        seconds per wrk point
+    BENCH_QUICK=1            a ~2 s smoke run (short points, fewer stream requests)
+    BENCH_CONCURRENCY=1,16,64
+    BENCH_STREAM_N=200       sequential streaming requests per path
+    BENCH_CHUNK_DELAY_MS=2   upstream pause between stream chunks
+    BENCH_CONFIG_EXTRA=F     same as --config-extra F
+    BENCH_API_KEY=K          send "Authorization: Bearer K" (for configs with auth on)
+
+``--config-extra F`` benches a second gateway, configured with the base
+config deep-merged with YAML file F (mappings merge, lists and scalars
+replace; ``${BENCH_UPSTREAM_BASE}`` names the fake upstream's /v1 URL).
+Results go to ``.bench/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from procs import BenchError, Child, free_port, install_signal_handlers, running, wait_for_health, wait_for_port
+from report import PathResult, StreamStats, render, write_json
+from stream_client import measure
+from wrk_runner import ensure_wrk, run_wrk
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PYTHON = ROOT / ".venv" / "bin" / "python"
+GATEWAY = ROOT / ".venv" / "bin" / "llm-gateway"
+RESULTS = ROOT / ".bench" / "results.json"
+GATEWAY_CPU, CLIENT_CPU = 0, 1
+
+
+class Options:
+    """The run's knobs, from the command line and ``BENCH_*`` variables."""
+
+    def __init__(self, argv: list[str] | None = None) -> None:
+        parser = argparse.ArgumentParser(
+            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        parser.add_argument(
+            "--config-extra", metavar="F", default=os.environ.get("BENCH_CONFIG_EXTRA") or None,
+            help="also bench a gateway whose config is the base merged with YAML file F",
+        )
+        args = parser.parse_args(argv)
+        self.quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+        self.duration_s = 2.0 if self.quick else float(os.environ.get("BENCH_DURATION", "10"))
+        self.concurrency = [int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,16,64").split(",")]
+        self.stream_n = int(os.environ.get("BENCH_STREAM_N", "30" if self.quick else "200"))
+        self.chunk_delay_ms = float(os.environ.get("BENCH_CHUNK_DELAY_MS", "2"))
+        self.warmup_s = 1.0 if self.quick else 3.0
+        self.config_extra = Path(args.config_extra) if args.config_extra else None
+        self.api_key = os.environ.get("BENCH_API_KEY", "")
+
+
+def base_config(upstream_base: str) -> dict[str, Any]:
+    return {
+        "providers": [{"name": "fake", "kind": "openai", "api_base": upstream_base, "api_key": "sk-bench"}],
+        "models": [{
+            "name": "bench-model",
+            "deployments": [{"provider": "fake", "model": "gpt-4o-mini"}],
+            "pricing": {"input_per_mtok": "0.15", "output_per_mtok": "0.60"},
+        }],
+    }
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _git_commit() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                             capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def stream_stats(url: str, body: bytes, n: int, api_key: str) -> StreamStats:
+    return StreamStats.of(asyncio.run(measure(url, body, n, api_key=api_key)))
+
+
+def bench_direct(opts: Options, wrk: str, upstream: str, body_file: Path, stream_body: bytes) -> PathResult:
+    result = PathResult("direct")
+    url = f"{upstream}/chat/completions"
+    run_wrk(wrk, url, body_file, 16, opts.warmup_s, CLIENT_CPU, opts.api_key, "direct warm-up")
+    for c in opts.concurrency:
+        print(f"  direct  c={c:<3} ...", flush=True)
+        result.load.append(run_wrk(wrk, url, body_file, c, opts.duration_s, CLIENT_CPU, opts.api_key, "direct"))
+    print("  direct  streaming ...", flush=True)
+    result.stream = stream_stats(url, stream_body, opts.stream_n, opts.api_key)
+    return result
+
+
+def bench_gateway(name: str, config: dict[str, Any], opts: Options, wrk: str, tmp: Path, upstream: str,
+                  body_file: Path, stream_body: bytes) -> PathResult:
+    """Start one gateway, time its start-up, warm it, load it, and stop it."""
+    result = PathResult(name, config=config)
+    config_file = tmp / f"gateway-{len(list(tmp.glob('gateway-*.yaml')))}.yaml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["BENCH_UPSTREAM_BASE"] = upstream
+    argv = [str(GATEWAY), "serve", "--config", str(config_file), "--host", "127.0.0.1", "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    url = f"{base}/v1/chat/completions"
+    child = Child(f"gateway ({name})", argv, GATEWAY_CPU, tmp / f"{config_file.stem}.log", tmp, env)
+    with running(child) as gw:
+        result.startup_s = wait_for_health(gw, f"{base}/health")
+        print(f"  gateway ({name}) up in {result.startup_s:.2f}s; warming up ...", flush=True)
+        label = f"gateway ({name})"
+        run_wrk(wrk, url, body_file, 16, opts.warmup_s, CLIENT_CPU, opts.api_key, f"{label} warm-up")
+        asyncio.run(measure(url, stream_body, n=0, warmup=20, api_key=opts.api_key))
+        result.rss_after_warmup_mib = gw.rss_mib()
+        for c in opts.concurrency:
+            print(f"  gateway c={c:<3} ...", flush=True)
+            result.load.append(run_wrk(wrk, url, body_file, c, opts.duration_s, CLIENT_CPU, opts.api_key, label))
+        print("  gateway streaming ...", flush=True)
+        result.stream = stream_stats(url, stream_body, opts.stream_n, opts.api_key)
+        result.rss_after_load_mib = gw.rss_mib()
+        gw.check_alive()
+    return result
+
+
+def run(opts: Options) -> None:
+    if not {GATEWAY_CPU, CLIENT_CPU} <= os.sched_getaffinity(0):
+        raise BenchError(f"the benchmark pins work to cores {GATEWAY_CPU} and {CLIENT_CPU}; "
+                         f"this process may only use {sorted(os.sched_getaffinity(0))}")
+    if not GATEWAY.exists():
+        raise BenchError(f"{GATEWAY} not found; create the venv and install the project first")
+    wrk = ensure_wrk()
+    os.sched_setaffinity(0, {CLIENT_CPU})  # the streaming client runs in this process
+    body = (BENCH / "request.json").read_bytes().strip()
+    stream_body = body[:-1] + b',"stream":true,"stream_options":{"include_usage":true}}'
+    meta: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": _git_commit(), "quick": opts.quick,
+        "duration_s": opts.duration_s, "concurrency": opts.concurrency, "stream_requests": opts.stream_n,
+        "chunk_delay_ms": opts.chunk_delay_ms, "request_bytes": len(body),
+        "gateway_cpu": GATEWAY_CPU, "client_cpu": CLIENT_CPU,
+    }
+    with tempfile.TemporaryDirectory(prefix="llm-gateway-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        body_file = tmp / "request.json"
+        body_file.write_bytes(body)
+        up_port = free_port()
+        upstream = f"http://127.0.0.1:{up_port}/v1"
+        up_argv = [str(PYTHON), str(BENCH / "fake_upstream.py"), "--port", str(up_port),
+                   "--chunk-delay-ms", str(opts.chunk_delay_ms)]
+        with running(Child("fake upstream", up_argv, CLIENT_CPU, tmp / "upstream.log")) as up:
+            wait_for_port(up, up_port)
+            print(f"fake upstream on {upstream}; direct path:", flush=True)
+            direct = bench_direct(opts, wrk, upstream, body_file, stream_body)
+            gateways = [bench_gateway("base", base_config(upstream), opts, wrk, tmp, upstream, body_file,
+                                      stream_body)]
+            if opts.config_extra is not None:
+                extra = yaml.safe_load(opts.config_extra.read_text()) or {}
+                if not isinstance(extra, dict):
+                    raise BenchError(f"{opts.config_extra}: the top level must be a mapping")
+                merged = deep_merge(base_config(upstream), extra)
+                gateways.append(bench_gateway(f"extra {opts.config_extra.name}", merged, opts, wrk, tmp,
+                                              upstream, body_file, stream_body))
+            up.check_alive()
+    print()
+    print(render(meta, direct, gateways))
+    write_json(RESULTS, meta, direct, gateways)
+    print(f"\nresults written to {RESULTS.relative_to(ROOT)}")
+
+
+def main() -> int:
+    install_signal_handlers()
+    try:
+        run(Options())
+    except BenchError as exc:
+        print(f"\nbench FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nbench interrupted; child processes stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
