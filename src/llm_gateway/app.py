@@ -3,6 +3,7 @@ and closes everything the gateway holds."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ from fastapi import FastAPI
 from llm_gateway import __version__
 from llm_gateway.api import health
 from llm_gateway.api.openai import routes as openai_routes
-from llm_gateway.api.openai.schemas import OPENAPI_SCHEMAS
+from llm_gateway.api.openai.schemas import OPENAPI_PATHS, OPENAPI_SCHEMAS
 from llm_gateway.api.responses import install_error_handlers
 from llm_gateway.settings import Settings, load_settings
 from llm_gateway.state import GatewayState
@@ -29,6 +30,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.start()
+        # Everything built so far lives as long as the process: keep it out of
+        # the collector's scans, which otherwise show up as tail latency.
+        gc.collect()
+        gc.freeze()
         if not settings.master_key:
             log.warning("no master key configured: the API is open to anyone who can reach it")
         log.info(
@@ -48,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.gateway = state
     install_error_handlers(app)
-    app.include_router(openai_routes.router)
+    app.router.routes.extend(openai_routes.routes)
     app.include_router(health.router)
 
     def openapi() -> dict[str, Any]:
@@ -58,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             schema = get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
+            schema.setdefault("paths", {}).update(OPENAPI_PATHS)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(OPENAPI_SCHEMAS)
             app.openapi_schema = schema
         return app.openapi_schema

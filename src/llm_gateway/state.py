@@ -7,6 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from llm_gateway.ids import RequestIds
 from llm_gateway.pipeline import Pipeline
 from llm_gateway.providers.base import Provider
 from llm_gateway.providers.registry import build_provider
@@ -21,6 +22,7 @@ class GatewayState:
     router: Router
     pipeline: Pipeline
     started_at: int = field(default_factory=lambda: int(time.time()))
+    ids: RequestIds = field(default_factory=RequestIds)
 
     @classmethod
     def build(cls, settings: Settings) -> GatewayState:
@@ -29,6 +31,7 @@ class GatewayState:
         return cls(settings, providers, router, Pipeline(router))
 
     async def start(self) -> None:
+        self.ids = RequestIds()  # a fresh prefix in every worker process
         await asyncio.gather(*(p.start() for p in self.providers.values()))
 
     async def aclose(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import orjson
@@ -12,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from llm_gateway.errors import GatewayError, InvalidRequest, NotFound, RequestTooLarge
+from llm_gateway.ids import RequestIds
 
 
 class JSONBytes(Response):
@@ -29,12 +29,12 @@ def error_response(err: GatewayError, headers: dict[str, str] | None = None) -> 
     return JSONBytes(err.to_bytes(), status_code=err.status_code, headers=all_headers)
 
 
-def request_id(request: Request) -> str:
+def request_id(request: Request, ids: RequestIds) -> str:
     """The client's ``x-request-id`` when it sent a sane one, else a new one."""
     rid = request.headers.get("x-request-id")
     if rid and len(rid) <= 128 and rid.isprintable():
         return rid
-    return "req_" + secrets.token_hex(12)
+    return ids.new()
 
 
 async def read_json(request: Request, limit: int) -> Any:

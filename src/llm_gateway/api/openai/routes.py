@@ -1,6 +1,10 @@
 """OpenAI-dialect endpoints: ``/v1/chat/completions``, ``/v1/embeddings``,
-``/v1/models``. Hot path: no dependency injection, no pydantic round trip —
-the body is parsed once with orjson and validated by the decoder."""
+``/v1/models``.
+
+These are plain Starlette routes, not FastAPI ones: the hot path has no
+dependency injection and no pydantic round trip — the body is parsed once
+with orjson and validated by the decoder. Their OpenAPI description lives in
+``schemas.OPENAPI_PATHS``."""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from llm_gateway.api.auth import authenticate
 from llm_gateway.api.openai.decode import decode_chat_request, decode_embedding_request
@@ -21,8 +26,6 @@ from llm_gateway.errors import GatewayError
 from llm_gateway.pipeline import Call
 from llm_gateway.providers.base import RawChat, RawChunk, RawEmbedding
 from llm_gateway.state import GatewayState
-
-router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 
 _DONE = b"data: [DONE]\n\n"
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -40,23 +43,9 @@ def _headers(call: Call | None, rid: str) -> dict[str, str]:
     return headers
 
 
-def _body_schema(ref: str) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
-        }
-    }
-
-
-@router.post(
-    "/chat/completions",
-    summary="Create a chat completion (OpenAI Chat Completions API), streaming or not",
-    openapi_extra=_body_schema("CreateChatCompletionRequest"),
-)
 async def chat_completions(request: Request) -> Response:
     gw = _gateway(request)
-    rid = request_id(request)
+    rid = request_id(request, gw.ids)
     call: Call | None = None
     try:
         authenticate(request, gw.settings)
@@ -105,14 +94,9 @@ async def _sse(events: AsyncIterator[Any], encoder: ChunkEncoder) -> AsyncIterat
     yield _DONE
 
 
-@router.post(
-    "/embeddings",
-    summary="Create embeddings (OpenAI Embeddings API)",
-    openapi_extra=_body_schema("CreateEmbeddingRequest"),
-)
 async def embeddings(request: Request) -> Response:
     gw = _gateway(request)
-    rid = request_id(request)
+    rid = request_id(request, gw.ids)
     call: Call | None = None
     try:
         authenticate(request, gw.settings)
@@ -139,10 +123,9 @@ def _model_object(gw: GatewayState, name: str) -> dict[str, Any]:
     }
 
 
-@router.get("/models", summary="List the models this caller may use")
 async def list_models(request: Request) -> Response:
     gw = _gateway(request)
-    rid = request_id(request)
+    rid = request_id(request, gw.ids)
     try:
         authenticate(request, gw.settings)
     except GatewayError as exc:
@@ -151,13 +134,21 @@ async def list_models(request: Request) -> Response:
     return json_response({"object": "list", "data": data}, headers={"x-request-id": rid})
 
 
-@router.get("/models/{model_id:path}", summary="Retrieve one model")
-async def retrieve_model(model_id: str, request: Request) -> Response:
+async def retrieve_model(request: Request) -> Response:
     gw = _gateway(request)
-    rid = request_id(request)
+    model_id: str = request.path_params["model_id"]
+    rid = request_id(request, gw.ids)
     try:
         authenticate(request, gw.settings)
         gw.router.resolve(model_id)
     except GatewayError as exc:
         return error_response(exc, {"x-request-id": rid})
     return json_response(_model_object(gw, model_id), headers={"x-request-id": rid})
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
+]

@@ -67,3 +67,88 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         },
     },
 }
+
+
+def _json_body(ref: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+_ERROR_RESPONSE = {
+    "description": "An error, in OpenAI's shape",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+}
+_TAGS = ["OpenAI-compatible"]
+
+OPENAPI_SCHEMAS["ErrorResponse"] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/v1/chat/completions": {
+        "post": {
+            "tags": _TAGS,
+            "summary": "Create a chat completion (OpenAI Chat Completions API), streaming or not",
+            "operationId": "createChatCompletion",
+            "requestBody": _json_body("CreateChatCompletionRequest"),
+            "responses": {
+                "200": {
+                    "description": "A chat.completion object, or with stream=true an SSE stream of "
+                    "chat.completion.chunk objects ending with data: [DONE]",
+                    "content": {"application/json": {}, "text/event-stream": {}},
+                },
+                "default": _ERROR_RESPONSE,
+            },
+        }
+    },
+    "/v1/embeddings": {
+        "post": {
+            "tags": _TAGS,
+            "summary": "Create embeddings (OpenAI Embeddings API)",
+            "operationId": "createEmbedding",
+            "requestBody": _json_body("CreateEmbeddingRequest"),
+            "responses": {
+                "200": {"description": "A list of embedding objects", "content": {"application/json": {}}},
+                "default": _ERROR_RESPONSE,
+            },
+        }
+    },
+    "/v1/models": {
+        "get": {
+            "tags": _TAGS,
+            "summary": "List the models this caller may use",
+            "operationId": "listModels",
+            "responses": {
+                "200": {"description": "A list of model objects", "content": {"application/json": {}}},
+                "default": _ERROR_RESPONSE,
+            },
+        }
+    },
+    "/v1/models/{model_id}": {
+        "get": {
+            "tags": _TAGS,
+            "summary": "Retrieve one model",
+            "operationId": "retrieveModel",
+            "parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": {"description": "A model object", "content": {"application/json": {}}},
+                "default": _ERROR_RESPONSE,
+            },
+        }
+    },
+}
