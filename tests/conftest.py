@@ -46,6 +46,8 @@ def gateway_config(fake_urls: dict[str, str]) -> dict[str, Any]:
         {"name": "oai-badkey", "kind": "openai", "api_base": f"{oai}/v1", "api_key": "sk-wrong-key-1234"},
         {"name": "oai-slow", "kind": "openai", "api_base": f"{oai}/v1", "api_key": openai_server.API_KEY,
          "timeout_s": 0.5},
+        {"name": "azure", "kind": "openai_compatible", "api_base": f"{oai}/v1", "api_key": openai_server.API_KEY,
+         "auth_header": "api-key", "query_params": {"api-version": "2024-10-21"}, "headers": {"x-tenant": "t1"}},
         {"name": "down", "kind": "openai", "api_base": "http://127.0.0.1:9/v1", "api_key": "x"},
     ]
     pricing = {"input_per_mtok": "0.15", "output_per_mtok": "0.60", "cached_input_per_mtok": "0.075"}
@@ -54,6 +56,7 @@ def gateway_config(fake_urls: dict[str, str]) -> dict[str, Any]:
         {"name": "compat-test", "deployments": [{"provider": "compat", "model": "llama-3"}]},
         {"name": "badkey-test", "deployments": [{"provider": "oai-badkey", "model": "gpt-4o-mini"}]},
         {"name": "slow-test", "deployments": [{"provider": "oai-slow", "model": "gpt-4o-mini"}]},
+        {"name": "azure-test", "deployments": [{"provider": "azure", "model": "gpt-4o-deployment"}]},
         {"name": "down-test", "deployments": [{"provider": "down", "model": "gpt-4o-mini"}]},
         {"name": "emb-test", "mode": "embedding",
          "deployments": [{"provider": "oai", "model": "text-embedding-3-small"}],
@@ -66,12 +69,18 @@ def gateway_config(fake_urls: dict[str, str]) -> dict[str, Any]:
                        "pricing": {"input_per_mtok": "1", "output_per_mtok": "5",
                                    "cached_input_per_mtok": "0.1"},
                        "max_output_tokens": 1024})
+        providers.append({"name": "ant-bad", "kind": "anthropic", "api_base": f"{fake_urls['anthropic']}/v1",
+                          "api_key": "sk-ant-wrong-key"})
+        models.append({"name": "claude-badkey", "deployments": [{"provider": "ant-bad", "model": "claude-x"}]})
     if "gemini" in fake_urls:
         providers.append({"name": "gem", "kind": "gemini", "api_base": f"{fake_urls['gemini']}/v1beta",
                           "api_key": "test-gemini-key",
                           "fetch_private_image_urls": True})
         models.append({"name": "gemini-test", "deployments": [{"provider": "gem", "model": "gemini-2.5-flash"}],
                        "pricing": {"input_per_mtok": "0.30", "output_per_mtok": "2.50"}})
+        providers.append({"name": "gem-bad", "kind": "gemini", "api_base": f"{fake_urls['gemini']}/v1beta",
+                          "api_key": "gemini-wrong-key"})
+        models.append({"name": "gemini-badkey", "deployments": [{"provider": "gem-bad", "model": "gemini-x"}]})
         models.append({"name": "gemini-emb", "mode": "embedding",
                        "deployments": [{"provider": "gem", "model": "gemini-embedding-001"}]})
     return {"max_request_bytes": 65536, "providers": providers, "models": models}

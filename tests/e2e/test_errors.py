@@ -195,3 +195,66 @@ def test_request_id_propagates(stack: Stack) -> None:
     resp = post(stack, {"model": "gpt-test", "messages": USER}, headers={"x-request-id": "trace-123"})
     assert resp.headers["x-request-id"] == "trace-123"
     assert stack.requests_to("openai")[-1]["headers"]["x-request-id"] == "trace-123"
+
+
+def test_openai_compatible_auth_header_query_and_extra_headers(stack: Stack) -> None:
+    resp = post(stack, {"model": "azure-test", "messages": USER})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-gateway-deployment"] == "azure/gpt-4o-deployment"
+    seen = stack.requests_to("openai")[-1]
+    assert seen["query"] == {"api-version": "2024-10-21"}
+    assert seen["headers"]["api-key"] == "sk-test-openai" and "authorization" not in seen["headers"]
+    assert seen["headers"]["x-tenant"] == "t1"
+    assert seen["body"]["model"] == "gpt-4o-deployment"
+
+
+TRANSLATED = [m for m in ("claude-test", "gemini-test") if m in __import__(
+    "tests.e2e.test_openai_sdk", fromlist=["CHAT_MODELS"]).CHAT_MODELS]
+
+
+@pytest.mark.parametrize("model", TRANSLATED)
+@pytest.mark.parametrize(("steer", "status", "type_"), [
+    ("fake-error:429", 429, "rate_limit_error"),
+    ("fake-error:500", 502, "upstream_error"),
+])
+def test_translated_upstream_failures(stack: Stack, model: str, steer: str, status: int, type_: str) -> None:
+    for stream in (False, True):
+        body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": steer}]}
+        resp = post(stack, body)
+        assert resp.status_code == status, resp.text
+        assert resp.json()["error"]["type"] == type_
+
+
+@pytest.mark.parametrize("model", TRANSLATED)
+def test_translated_provider_4xx_keeps_message(stack: Stack, model: str) -> None:
+    resp = post(stack, {"model": model, "messages": [{"role": "user", "content": "fake-error:400"}]})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["type"] == "invalid_request_error"
+    assert resp.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("model", TRANSLATED)
+def test_translated_stream_error_after_first_byte(stack: Stack, model: str) -> None:
+    body = {"model": model, "stream": True,
+            "messages": [{"role": "user", "content": "one two three four fake-error:midstream"}]}
+    resp = post(stack, body)
+    assert resp.status_code == 200
+    frames = [f for f in resp.content.split(b"\n\n") if f]
+    assert b"[DONE]" not in resp.content and len(frames) >= 2
+    assert set(json.loads(frames[-1][6:])) == {"error"}
+
+
+def test_anthropic_gets_max_tokens_from_model_config(stack: Stack) -> None:
+    if "claude-test" not in TRANSLATED:
+        pytest.skip("no fake Anthropic server")
+    assert post(stack, {"model": "claude-test", "messages": USER}).status_code == 200
+    assert stack.requests_to("anthropic")[-1]["max_tokens"] == 1024
+    assert post(stack, {"model": "claude-test", "messages": USER, "max_tokens": 77}).status_code == 200
+    assert stack.requests_to("anthropic")[-1]["max_tokens"] == 77
+
+
+@pytest.mark.parametrize("model", [m.replace("-test", "-badkey") for m in TRANSLATED])
+def test_bad_provider_key_through_translated_kinds(stack: Stack, model: str) -> None:
+    resp = post(stack, {"model": model, "messages": USER})
+    err = assert_error(resp, 502, "upstream_error", "upstream_error")
+    assert "credentials" in err["message"] and "wrong-key" not in resp.text

@@ -115,10 +115,11 @@ def _usage(body: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _check(request: Request) -> tuple[dict[str, Any] | None, Response | None]:
-    if request.headers.get("authorization") != f"Bearer {API_KEY}":
+    # Bearer auth as OpenAI, or Azure OpenAI's "api-key" header.
+    if request.headers.get("authorization") != f"Bearer {API_KEY}" and request.headers.get("api-key") != API_KEY:
         return None, _error(401)
     body = json.loads(await request.body())
-    request.app.state.requests.append({"path": request.url.path, "body": body,
+    request.app.state.requests.append({"path": request.url.path, "body": body, "query": dict(request.query_params),
                                        "headers": dict(request.headers)})
     return body, None
 

@@ -187,8 +187,7 @@ class MockProvider:
         for item in req.inputs:
             text = item if isinstance(item, str) else " ".join(map(str, item))
             tokens += estimate_text(text) if isinstance(item, str) else len(item)
-            seed = hashlib.sha256(text.encode()).digest()
-            raw = (seed * (dims * 4 // len(seed) + 1))[: dims * 4]
+            raw = hashlib.shake_256(text.encode()).digest(dims * 4)
             values = [(v % 2000) / 1000 - 1 for v in struct.unpack(f"<{dims}I", raw)]
             norm = math.sqrt(sum(v * v for v in values)) or 1.0
             vectors.append([round(v / norm, 6) for v in values])
