@@ -14,13 +14,14 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from llm_gateway.api.auth import authenticate
 from llm_gateway.api.openai.decode import decode_chat_request, decode_embedding_request
 from llm_gateway.api.openai.encode import ChunkEncoder, encode_chat_response, encode_embedding_response
 from llm_gateway.api.responses import JSONBytes, error_response, json_response, read_json, request_id
+from llm_gateway.api.sse import SSEResponse
 from llm_gateway.billing.pricing import format_usd
 from llm_gateway.errors import GatewayError
 from llm_gateway.pipeline import Call
@@ -58,11 +59,7 @@ async def chat_completions(request: Request) -> Response:
             encoder = ChunkEncoder(
                 f"chatcmpl-{rid}", route.deployment.model, int(time.time()), req.include_usage
             )
-            return StreamingResponse(
-                _sse(events, encoder),
-                media_type="text/event-stream",
-                headers=_headers(call, rid) | _SSE_HEADERS,
-            )
+            return SSEResponse(_sse(events, encoder), _headers(call, rid) | _SSE_HEADERS)  # type: ignore[return-value]
         result = await gw.pipeline.chat(req, call)
     except GatewayError as exc:
         return error_response(exc, _headers(call, rid))
