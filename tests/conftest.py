@@ -18,6 +18,8 @@ from tests.fakes import openai_server
 from tests.fakes.server import LiveServer, serve_in_thread
 
 WIRE = Path(__file__).resolve().parents[2] / "shared" / "provider-wire"
+MASTER_KEY = "gw-test-master-key-0123456789abcdefghijklmnop"
+AUTH = {"authorization": f"Bearer {MASTER_KEY}"}
 
 
 def has_fake(name: str) -> bool:
@@ -37,7 +39,7 @@ class Stack:
         return list(self.fakes[fake].state.requests)
 
 
-def gateway_config(fake_urls: dict[str, str]) -> dict[str, Any]:
+def gateway_config(fake_urls: dict[str, str], database_url: str) -> dict[str, Any]:
     oai = fake_urls["openai"]
     providers: list[dict[str, Any]] = [
         {"name": "oai", "kind": "openai", "api_base": f"{oai}/v1", "api_key": openai_server.API_KEY},
@@ -83,7 +85,8 @@ def gateway_config(fake_urls: dict[str, str]) -> dict[str, Any]:
         models.append({"name": "gemini-badkey", "deployments": [{"provider": "gem-bad", "model": "gemini-x"}]})
         models.append({"name": "gemini-emb", "mode": "embedding",
                        "deployments": [{"provider": "gem", "model": "gemini-embedding-001"}]})
-    return {"max_request_bytes": 65536, "providers": providers, "models": models}
+    return {"max_request_bytes": 65536, "providers": providers, "models": models, "database_url": database_url,
+            "master_key": MASTER_KEY}
 
 
 @pytest.fixture(scope="session")
@@ -94,8 +97,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             module = importlib.import_module(f"tests.fakes.{name}_server")
             fakes[name] = module.create_app()
     servers = {name: serve_in_thread(app) for name, app in fakes.items()}
-    config = tmp_path_factory.mktemp("gw") / "gateway.yaml"
-    config.write_text(yaml.safe_dump(gateway_config({n: s.url for n, s in servers.items()})))
+    folder = tmp_path_factory.mktemp("gw")
+    config = folder / "gateway.yaml"
+    database_url = f"sqlite+aiosqlite:///{folder}/gateway.db"
+    config.write_text(yaml.safe_dump(gateway_config({n: s.url for n, s in servers.items()}, database_url)))
     gateway = serve_in_thread(create_app(load_settings(config, env={})))
     yield Stack(gateway.url, fakes, {n: s.url for n, s in servers.items()}, [gateway, *servers.values()])
     for server in (gateway, *servers.values()):

@@ -29,13 +29,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await state.start()
+        await state.start()  # raises SchemaOutOfDate: refuse to serve an old schema
         # Everything built so far lives as long as the process: keep it out of
         # the collector's scans, which otherwise show up as tail latency.
         gc.collect()
         gc.freeze()
-        if not settings.master_key:
-            log.warning("no master key configured: the API is open to anyone who can reach it")
         log.info(
             "gateway started: %d providers, %d models", len(settings.providers), len(settings.models)
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import time
 
 
 class RequestIds:
@@ -18,3 +19,9 @@ class RequestIds:
 
     def new(self) -> str:
         return f"{self._prefix}{next(self._counter):012x}"
+
+
+def new_id(prefix: str) -> str:
+    """A database id that sorts by creation time: ``<prefix>_<ms><random>``,
+    so "newest first" is ``ORDER BY id DESC`` and paging with ``after`` works."""
+    return f"{prefix}_{time.time_ns() // 1_000_000:011x}{secrets.token_hex(8)}"

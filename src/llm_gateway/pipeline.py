@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from llm_gateway.auth.principal import Principal
 from llm_gateway.billing.pricing import cost_usd
 from llm_gateway.errors import UpstreamError
 from llm_gateway.providers.base import ChatResult, ChunkOrEvent, EmbeddingResult, RawChat, RawChunk, RawEmbedding
@@ -28,6 +29,7 @@ class Call:
 
     request_id: str
     model: str
+    principal: Principal
     started: float = field(default_factory=time.perf_counter)
     route: Route | None = None
     usage: Usage | None = None
@@ -50,6 +52,7 @@ class Pipeline:
 
     def _route(self, model_name: str, call: Call) -> Route:
         model = self.router.resolve(model_name)
+        call.principal.check_model(model.name)
         call.route = self.router.choose(model)
         return call.route
 

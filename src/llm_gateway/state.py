@@ -4,15 +4,39 @@ reached from requests through ``request.app.state.gateway`` — no globals."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+from llm_gateway.auth import bootstrap
+from llm_gateway.auth.authenticator import Authenticator, Refusal
+from llm_gateway.auth.cache import TTLCache
+from llm_gateway.auth.credentials import hash_secret
+from llm_gateway.auth.invalidation import InvalidationBus
+from llm_gateway.auth.principal import Principal
+from llm_gateway.auth.tokens import TokenService
+from llm_gateway.db.engine import Database
+from llm_gateway.db.migrate import SchemaOutOfDate, ensure_schema
 from llm_gateway.ids import RequestIds
 from llm_gateway.pipeline import Pipeline
 from llm_gateway.providers.base import Provider
 from llm_gateway.providers.registry import build_provider
 from llm_gateway.routing.router import Router
 from llm_gateway.settings import Settings
+
+log = logging.getLogger("llm_gateway")
+
+
+def _redis_clients(url: str) -> tuple[Any, Any]:
+    """One client for commands (short timeouts: never hang a request) and one
+    for the pub/sub subscription (no read timeout: it waits for messages)."""
+    import redis.asyncio as redis
+
+    commands = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, health_check_interval=30)
+    listener = redis.Redis.from_url(url, socket_connect_timeout=1, health_check_interval=5)
+    return commands, listener
 
 
 @dataclass(slots=True)
@@ -21,18 +45,67 @@ class GatewayState:
     providers: dict[str, Provider]
     router: Router
     pipeline: Pipeline
+    db: Database
+    auth: Authenticator
+    redis: Any | None = None
+    redis_listener: Any | None = None
     started_at: int = field(default_factory=lambda: int(time.time()))
     ids: RequestIds = field(default_factory=RequestIds)
+    _retry: asyncio.Task[None] | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> GatewayState:
         providers = {p.name: build_provider(p) for p in settings.providers}
         router = Router(settings.models, providers)
-        return cls(settings, providers, router, Pipeline(router))
+        db = Database(settings.database_url)
+        redis, listener = _redis_clients(settings.redis_url) if settings.redis_url else (None, None)
+        cache: TTLCache[Principal | Refusal] = TTLCache(ttl=1.0)
+        bus = InvalidationBus(cache, listener)
+        # Until the database answers, only a configured master key works.
+        master = hash_secret(settings.master_key) if settings.master_key else "!" + secrets.token_hex(32)
+        tokens = TokenService(settings.auth.jwt_secret or secrets.token_urlsafe(48), settings.auth.access_ttl_s)
+        auth = Authenticator(db, cache, bus, master_hash=master, tokens=tokens)
+        return cls(settings, providers, router, Pipeline(router), db, auth, redis, listener)
 
     async def start(self) -> None:
         self.ids = RequestIds()  # a fresh prefix in every worker process
         await asyncio.gather(*(p.start() for p in self.providers.values()))
+        self.auth.bus.start()
+        try:
+            await ensure_schema(self.db)
+            await self._load_secrets()
+        except SchemaOutOfDate:
+            raise
+        except Exception as exc:
+            log.error("database unreachable at start-up (%s); retrying in the background", type(exc).__name__)
+            self._retry = asyncio.get_running_loop().create_task(self._retry_secrets())
+
+    async def _load_secrets(self) -> None:
+        self.auth.master_hash = await bootstrap.master_key_hash(self.db, self.settings)
+        secret = await bootstrap.jwt_secret(self.db, self.settings)
+        self.auth.tokens = TokenService(secret, self.settings.auth.access_ttl_s)
+
+    async def _retry_secrets(self) -> None:
+        while True:
+            await asyncio.sleep(2)
+            try:
+                await ensure_schema(self.db)
+                await self._load_secrets()
+                log.info("database reachable again")
+                return
+            except SchemaOutOfDate as exc:
+                log.error("%s", exc)
+                return
+            except Exception:
+                continue
 
     async def aclose(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+        await self.auth.aclose()
+        await self.auth.bus.aclose()
         await asyncio.gather(*(p.aclose() for p in self.providers.values()), return_exceptions=True)
+        for client in (self.redis, self.redis_listener):
+            if client is not None:
+                await client.aclose()
+        await self.db.aclose()

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import Stack
+from tests.conftest import AUTH, MASTER_KEY, Stack
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -20,7 +20,7 @@ def post(stack: Stack, body: Any, *, raw: bytes | None = None, headers: dict[str
          path: str = "/v1/chat/completions") -> httpx.Response:
     content = raw if raw is not None else json.dumps(body).encode()
     return httpx.post(f"{stack.url}{path}", content=content, timeout=10,
-                      headers={"content-type": "application/json", **(headers or {})})
+                      headers={"content-type": "application/json", **AUTH, **(headers or {})})
 
 
 def assert_error(resp: httpx.Response, status: int, type_: str, code: str | None,
@@ -82,7 +82,7 @@ def test_embeddings_validation(stack: Stack) -> None:
 def test_unknown_model(stack: Stack) -> None:
     resp = post(stack, {"model": "gpt-99", "messages": USER})
     assert_error(resp, 404, "invalid_request_error", "model_not_found", "model")
-    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=MASTER_KEY, max_retries=0)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-99", messages=USER)  # type: ignore[arg-type]
 
@@ -97,7 +97,7 @@ def test_body_over_limit_chunked(stack: Stack) -> None:
         for _ in range(100):
             yield b"x" * 1000
 
-    resp = httpx.post(f"{stack.url}/v1/chat/completions", content=gen(), timeout=10)
+    resp = httpx.post(f"{stack.url}/v1/chat/completions", content=gen(), headers=AUTH, timeout=10)
     assert_error(resp, 413, "invalid_request_error", "request_too_large")
 
 
@@ -171,7 +171,7 @@ def test_client_disconnect_cancels_upstream(stack: Stack) -> None:
     fake.state.stream_cancelled_at = None
     body = {"model": "gpt-test", "stream": True,
             "messages": [{"role": "user", "content": "fake-error:slowstream"}]}
-    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=10) as resp:
+    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, headers=AUTH, timeout=10) as resp:
         for line in resp.iter_lines():
             if line.startswith("data:"):
                 break

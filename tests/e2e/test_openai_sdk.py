@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import Stack, has_fake
+from tests.conftest import AUTH, MASTER_KEY, Stack, has_fake
 from tests.openapi import validate
 
 CHAT_MODELS = ["gpt-test", "compat-test", "mock"]
@@ -42,7 +42,7 @@ DATA_URL = "data:image/png;base64," + base64.b64encode(PNG).decode()
 
 @pytest.fixture
 def client(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="sk-anything", max_retries=0)
+    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key=MASTER_KEY, max_retries=0)
 
 
 @pytest.mark.parametrize("model", CHAT_MODELS)
@@ -89,7 +89,7 @@ def test_stream_matches_non_stream(client: openai.OpenAI, model: str) -> None:
 def test_stream_chunks_fit_openai_schema(stack: Stack, model: str) -> None:
     body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     events = []
-    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=10) as resp:
+    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, headers=AUTH, timeout=10) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
         raw = resp.read()

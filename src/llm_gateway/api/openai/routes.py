@@ -23,7 +23,7 @@ from llm_gateway.api.openai.encode import ChunkEncoder, encode_chat_response, en
 from llm_gateway.api.responses import JSONBytes, error_response, json_response, read_json, request_id
 from llm_gateway.api.sse import SSEResponse
 from llm_gateway.billing.pricing import format_usd
-from llm_gateway.errors import GatewayError
+from llm_gateway.errors import GatewayError, ModelNotFound
 from llm_gateway.pipeline import Call
 from llm_gateway.providers.base import RawChat, RawChunk, RawEmbedding
 from llm_gateway.state import GatewayState
@@ -49,9 +49,9 @@ async def chat_completions(request: Request) -> Response:
     rid = request_id(request, gw.ids)
     call: Call | None = None
     try:
-        authenticate(request, gw.settings)
+        principal = await authenticate(request, gw)
         req = decode_chat_request(await read_json(request, gw.settings.max_request_bytes))
-        call = Call(rid, req.model)
+        call = Call(rid, req.model, principal)
         if req.stream:
             events = await gw.pipeline.chat_stream(req, call)
             route = call.route
@@ -96,9 +96,9 @@ async def embeddings(request: Request) -> Response:
     rid = request_id(request, gw.ids)
     call: Call | None = None
     try:
-        authenticate(request, gw.settings)
+        principal = await authenticate(request, gw)
         req = decode_embedding_request(await read_json(request, gw.settings.max_request_bytes))
-        call = Call(rid, req.model)
+        call = Call(rid, req.model, principal)
         result = await gw.pipeline.embed(req, call)
     except GatewayError as exc:
         return error_response(exc, _headers(call, rid))
@@ -124,10 +124,10 @@ async def list_models(request: Request) -> Response:
     gw = _gateway(request)
     rid = request_id(request, gw.ids)
     try:
-        authenticate(request, gw.settings)
+        principal = await authenticate(request, gw)
     except GatewayError as exc:
         return error_response(exc, {"x-request-id": rid})
-    data = [_model_object(gw, name) for name in gw.router.models]
+    data = [_model_object(gw, name) for name in gw.router.models if principal.may_use(name)]
     return json_response({"object": "list", "data": data}, headers={"x-request-id": rid})
 
 
@@ -136,8 +136,11 @@ async def retrieve_model(request: Request) -> Response:
     model_id: str = request.path_params["model_id"]
     rid = request_id(request, gw.ids)
     try:
-        authenticate(request, gw.settings)
+        principal = await authenticate(request, gw)
         gw.router.resolve(model_id)
+        if not principal.may_use(model_id):
+            raise ModelNotFound(f"The model '{model_id}' does not exist or you do not have access to it.",
+                                param="model")
     except GatewayError as exc:
         return error_response(exc, {"x-request-id": rid})
     return json_response(_model_object(gw, model_id), headers={"x-request-id": rid})

@@ -1,0 +1,207 @@
+"""Credential → ``Principal``, on every request, without a database round
+trip once a credential is warm.
+
+Order: the master key (a hash compare), a JWT (the gateway's HS256 tokens,
+or an identity provider's RS/ES tokens checked against its JWKS), else an API
+key looked up by its hash. Results — refusals included — are cached for the
+invalidation bus's TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import jwt
+
+from llm_gateway.auth.cache import TTLCache
+from llm_gateway.auth.credentials import hash_secret, looks_like_jwt
+from llm_gateway.auth.invalidation import InvalidationBus
+from llm_gateway.auth.principal import MASTER, Principal, allowed
+from llm_gateway.auth.tokens import TokenService
+from llm_gateway.db import keys as key_repo
+from llm_gateway.db import users as user_repo
+from llm_gateway.db.engine import Database
+from llm_gateway.db.models import ApiKey, User
+from llm_gateway.db.types import utcnow
+from llm_gateway.errors import AuthenticationFailed, GatewayError
+
+log = logging.getLogger("llm_gateway.auth")
+
+TOUCH_EVERY_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A cached "no", so a flood of bad keys does not become a flood of queries."""
+
+    message: str
+    code: str = "invalid_api_key"
+
+
+class ExternalVerifier(Protocol):
+    """An identity provider's tokens (``auth.external``)."""
+
+    algorithms: frozenset[str]
+
+    async def verify(self, token: str) -> dict[str, Any]: ...
+
+    async def principal(self, claims: dict[str, Any], db: Database) -> Principal: ...
+
+
+class DatabaseUnavailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    default_code = "database_unavailable"
+
+
+def user_principal(user: User, key: ApiKey | None = None) -> Principal:
+    return Principal(
+        kind="key" if key is not None else "user",
+        role="admin" if user.role == "admin" else "user",
+        user_id=user.id,
+        key_id=key.id if key is not None else None,
+        email=user.email,
+        allowed_models=allowed(user.allowed_models, key.allowed_models if key is not None else None),
+        user_rpm=user.rpm,
+        user_tpm=user.tpm,
+        key_rpm=key.rpm if key is not None else None,
+        key_tpm=key.tpm if key is not None else None,
+        budget_usd=key.budget_usd if key is not None else None,
+        budget_period=key.budget_period if key is not None else None,
+        expires_at=key.expires_at if key is not None else None,
+    )
+
+
+class Authenticator:
+    def __init__(
+        self,
+        db: Database,
+        cache: TTLCache[Principal | Refusal],
+        bus: InvalidationBus,
+        *,
+        master_hash: str,
+        tokens: TokenService,
+        external: ExternalVerifier | None = None,
+    ) -> None:
+        self.db = db
+        self.cache = cache
+        self.bus = bus
+        self.master_hash = master_hash
+        self.tokens = tokens
+        self.external = external
+        self._touched: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def authenticate(self, credential: str | None) -> Principal:
+        if not credential:
+            raise AuthenticationFailed(
+                "Missing credential: send 'Authorization: Bearer <API key or token>'.", code="invalid_api_key"
+            )
+        if looks_like_jwt(credential):
+            return await self._jwt(credential)
+        digest = hash_secret(credential)
+        if hmac.compare_digest(digest, self.master_hash):
+            return MASTER
+        found = self.cache.get(digest)
+        if found is None:
+            generation = self.bus.generation
+            found = await self._load_key(digest)
+            user_id = found.user_id if isinstance(found, Principal) else None
+            ttl = self.bus.ttl if generation == self.bus.generation else 0.0
+            self.cache.put(digest, found, user_id, ttl)
+        if isinstance(found, Refusal):
+            raise AuthenticationFailed(found.message, code=found.code)
+        if found.expires_at is not None and found.expires_at <= utcnow():
+            raise AuthenticationFailed("This API key has expired.", code="invalid_api_key")
+        self._touch(found)
+        return found
+
+    async def _load_key(self, digest: str) -> Principal | Refusal:
+        try:
+            async with self.db.session() as session:
+                row = await key_repo.resolve(session, digest)
+        except Exception as exc:
+            log.error("key lookup failed: %s", type(exc).__name__)
+            raise DatabaseUnavailable("The gateway cannot reach its database.") from None
+        if row is None:
+            return Refusal("Incorrect API key provided.")
+        key, user = row
+        if key.revoked_at is not None:
+            return Refusal("This API key has been revoked.")
+        if not user.is_active:
+            return Refusal("This account is disabled.")
+        return user_principal(user, key)
+
+    async def _jwt(self, token: str) -> Principal:
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError:
+            raise AuthenticationFailed("The token is malformed.", code="invalid_api_key") from None
+        if alg == "HS256":
+            claims = self.tokens.verify_access(token)
+            return await self._user(str(claims["sub"]))
+        if self.external is not None and alg in self.external.algorithms:
+            claims = await self.external.verify(token)
+            subject = f"{claims.get('iss', '')}|{claims['sub']}"
+            cache_key = "x:" + subject
+            found = self.cache.get(cache_key)
+            if found is None:
+                generation = self.bus.generation
+                found = await self.external.principal(claims, self.db)
+                ttl = self.bus.ttl if generation == self.bus.generation else 0.0
+                self.cache.put(cache_key, found, found.user_id, ttl)
+            if isinstance(found, Refusal):
+                raise AuthenticationFailed(found.message, code=found.code)
+            return found
+        raise AuthenticationFailed("The token's algorithm is not accepted.", code="invalid_api_key")
+
+    async def _user(self, user_id: str) -> Principal:
+        cache_key = "u:" + user_id
+        found = self.cache.get(cache_key)
+        if found is None:
+            generation = self.bus.generation
+            try:
+                async with self.db.session() as session:
+                    user = await user_repo.get_user(session, user_id)
+            except Exception as exc:
+                log.error("user lookup failed: %s", type(exc).__name__)
+                raise DatabaseUnavailable("The gateway cannot reach its database.") from None
+            if user is None or not user.is_active:
+                found = Refusal("This account does not exist or is disabled.")
+            else:
+                found = user_principal(user)
+            ttl = self.bus.ttl if generation == self.bus.generation else 0.0
+            self.cache.put(cache_key, found, user_id, ttl)
+        if isinstance(found, Refusal):
+            raise AuthenticationFailed(found.message, code=found.code)
+        return found
+
+    def _touch(self, principal: Principal) -> None:
+        """Record ``last_used_at`` at most once a minute per key, off the hot path."""
+        key_id = principal.key_id
+        if key_id is None:
+            return
+        now = time.monotonic()
+        if now - self._touched.get(key_id, -TOUCH_EVERY_S) < TOUCH_EVERY_S:
+            return
+        self._touched[key_id] = now
+        task = asyncio.get_running_loop().create_task(self._write_touch(key_id, utcnow()))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write_touch(self, key_id: str, when: datetime) -> None:
+        try:
+            async with self.db.session() as session:
+                await key_repo.touch(session, [key_id], when)
+        except Exception as exc:
+            log.warning("could not record key use: %s", type(exc).__name__)
+
+    async def aclose(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
