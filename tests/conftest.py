@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import yaml
 
 from llm_gateway.app import create_app
 from llm_gateway.settings import load_settings
+from tests.databases import database
 from tests.fakes import openai_server
 from tests.fakes.server import LiveServer, serve_in_thread
 
@@ -34,6 +36,7 @@ class Stack:
     fakes: dict[str, Any] = field(default_factory=dict)
     fakes_urls: dict[str, str] = field(default_factory=dict)
     servers: list[LiveServer] = field(default_factory=list)
+    database_url: str = ""
 
     def requests_to(self, fake: str) -> list[dict[str, Any]]:
         return list(self.fakes[fake].state.requests)
@@ -89,21 +92,40 @@ def gateway_config(fake_urls: dict[str, str], database_url: str) -> dict[str, An
             "master_key": MASTER_KEY}
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextmanager
+def running_stack(folder: Path, database_url: str, extra: dict[str, Any] | None = None) -> Iterator[Stack]:
+    """Fake upstreams and a gateway wired to them, on ``database_url``;
+    ``extra`` is merged into the gateway's config (top-level keys replace)."""
     fakes: dict[str, Any] = {"openai": openai_server.create_app()}
     for name in ("anthropic", "gemini"):
         if has_fake(name):
             module = importlib.import_module(f"tests.fakes.{name}_server")
             fakes[name] = module.create_app()
     servers = {name: serve_in_thread(app) for name, app in fakes.items()}
-    folder = tmp_path_factory.mktemp("gw")
     config = folder / "gateway.yaml"
-    database_url = f"sqlite+aiosqlite:///{folder}/gateway.db"
-    config.write_text(yaml.safe_dump(gateway_config({n: s.url for n, s in servers.items()}, database_url)))
+    data = gateway_config({n: s.url for n, s in servers.items()}, database_url) | (extra or {})
+    config.write_text(yaml.safe_dump(data))
     gateway = serve_in_thread(create_app(load_settings(config, env={})))
-    yield Stack(gateway.url, fakes, {n: s.url for n, s in servers.items()}, [gateway, *servers.values()])
-    for server in (gateway, *servers.values()):
-        server.stop()
+    try:
+        yield Stack(gateway.url, fakes, {n: s.url for n, s in servers.items()}, [gateway, *servers.values()])
+    finally:
+        for server in (gateway, *servers.values()):
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    folder = tmp_path_factory.mktemp("gw")
+    with running_stack(folder, f"sqlite+aiosqlite:///{folder}/gateway.db") as running:
+        yield running
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def db_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A gateway on SQLite and, again, on this machine's PostgreSQL."""
+    folder = tmp_path_factory.mktemp("gwdb")
+    with database(request.param, folder) as url, running_stack(folder, url) as running:
+        running.database_url = url
+        yield running
 
 
