@@ -16,6 +16,7 @@ from llm_gateway.auth.cache import TTLCache
 from llm_gateway.auth.credentials import hash_secret
 from llm_gateway.auth.invalidation import InvalidationBus
 from llm_gateway.auth.principal import Principal
+from llm_gateway.auth.throttle import LoginThrottle
 from llm_gateway.auth.tokens import TokenService
 from llm_gateway.db.engine import Database
 from llm_gateway.db.migrate import SchemaOutOfDate, ensure_schema
@@ -47,6 +48,7 @@ class GatewayState:
     pipeline: Pipeline
     db: Database
     auth: Authenticator
+    throttle: LoginThrottle
     redis: Any | None = None
     redis_listener: Any | None = None
     started_at: int = field(default_factory=lambda: int(time.time()))
@@ -65,7 +67,8 @@ class GatewayState:
         master = hash_secret(settings.master_key) if settings.master_key else "!" + secrets.token_hex(32)
         tokens = TokenService(settings.auth.jwt_secret or secrets.token_urlsafe(48), settings.auth.access_ttl_s)
         auth = Authenticator(db, cache, bus, master_hash=master, tokens=tokens)
-        return cls(settings, providers, router, Pipeline(router), db, auth, redis, listener)
+        throttle = LoginThrottle(redis)
+        return cls(settings, providers, router, Pipeline(router), db, auth, throttle, redis, listener)
 
     async def start(self) -> None:
         self.ids = RequestIds()  # a fresh prefix in every worker process

@@ -34,8 +34,10 @@ async def rotate(session: AsyncSession, token: str, ttl_s: int) -> tuple[User, s
         await session.execute(select(RefreshToken).where(RefreshToken.token_hash == hash_secret(token)))
     ).scalar_one_or_none()
     now = utcnow()
-    if row is None or row.revoked_at is not None or row.expires_at <= now:
-        raise AuthenticationFailed(_INVALID, code="invalid_refresh_token")
+    if row is not None and row.revoked_at is None and row.expires_at <= now:
+        raise AuthenticationFailed("The refresh token has expired.", code="token_expired")
+    if row is None or row.revoked_at is not None:
+        raise AuthenticationFailed(_INVALID, code="invalid_api_key")
     # Spend it atomically: of two concurrent uses, exactly one wins.
     spent = await session.execute(
         update(RefreshToken)
@@ -50,10 +52,10 @@ async def rotate(session: AsyncSession, token: str, ttl_s: int) -> tuple[User, s
             .values(revoked_at=now)
         )
         await session.commit()
-        raise AuthenticationFailed(_INVALID, code="invalid_refresh_token")
+        raise AuthenticationFailed(_INVALID, code="invalid_api_key")
     user = await session.get(User, row.user_id)
     if user is None or not user.is_active:
         await session.commit()
-        raise AuthenticationFailed(_INVALID, code="invalid_refresh_token")
+        raise AuthenticationFailed(_INVALID, code="invalid_api_key")
     await session.commit()
     return user, await issue(session, user.id, ttl_s, row.family_id)
