@@ -14,6 +14,7 @@ from llm_gateway.auth import bootstrap
 from llm_gateway.auth.authenticator import Authenticator, Refusal
 from llm_gateway.auth.cache import TTLCache
 from llm_gateway.auth.credentials import hash_secret
+from llm_gateway.auth.external import ExternalJWTVerifier
 from llm_gateway.auth.invalidation import InvalidationBus
 from llm_gateway.auth.principal import Principal
 from llm_gateway.auth.throttle import LoginThrottle
@@ -51,6 +52,7 @@ class GatewayState:
     throttle: LoginThrottle
     redis: Any | None = None
     redis_listener: Any | None = None
+    external: ExternalJWTVerifier | None = None
     started_at: int = field(default_factory=lambda: int(time.time()))
     ids: RequestIds = field(default_factory=RequestIds)
     _retry: asyncio.Task[None] | None = None
@@ -66,13 +68,18 @@ class GatewayState:
         # Until the database answers, only a configured master key works.
         master = hash_secret(settings.master_key) if settings.master_key else "!" + secrets.token_hex(32)
         tokens = TokenService(settings.auth.jwt_secret or secrets.token_urlsafe(48), settings.auth.access_ttl_s)
-        auth = Authenticator(db, cache, bus, master_hash=master, tokens=tokens)
+        external = ExternalJWTVerifier(settings.auth.external) if settings.auth.external else None
+        auth = Authenticator(db, cache, bus, master_hash=master, tokens=tokens, external=external)
         throttle = LoginThrottle(redis)
-        return cls(settings, providers, router, Pipeline(router), db, auth, throttle, redis, listener)
+        return cls(
+            settings, providers, router, Pipeline(router), db, auth, throttle, redis, listener, external=external
+        )
 
     async def start(self) -> None:
         self.ids = RequestIds()  # a fresh prefix in every worker process
         await asyncio.gather(*(p.start() for p in self.providers.values()))
+        if self.external is not None:
+            await self.external.start()
         self.auth.bus.start()
         try:
             await ensure_schema(self.db)
@@ -107,6 +114,8 @@ class GatewayState:
             self._retry.cancel()
         await self.auth.aclose()
         await self.auth.bus.aclose()
+        if self.external is not None:
+            await self.external.aclose()
         await asyncio.gather(*(p.aclose() for p in self.providers.values()), return_exceptions=True)
         for client in (self.redis, self.redis_listener):
             if client is not None:

@@ -125,7 +125,7 @@ def test_bad_tokens_are_refused(auth_stack: Stack) -> None:
     now = int(time.time())
     claims = {"sub": user_id, "role": "admin", "typ": "access", "iss": "llm-gateway", "iat": now, "exp": now + 60}
     good = jwt.encode(claims, SECRET.encode(), algorithm="HS256")
-    header, payload, signature = good.split(".")
+    header, _payload, signature = good.split(".")
     tampered = ".".join([header, _b64({**claims, "sub": "user_someone_else"}), signature])
     cases = {
         "alg none": _b64({"alg": "none", "typ": "JWT"}) + "." + _b64(claims) + ".",
