@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +74,12 @@ class Options:
         self.api_key = os.environ.get("BENCH_API_KEY", "")
 
 
+MASTER_KEY = "gw-bench-master-key-000000000000000000000000000"
+
+
 def base_config(upstream_base: str) -> dict[str, Any]:
     return {
+        "master_key": MASTER_KEY,
         "providers": [{"name": "fake", "kind": "openai", "api_base": upstream_base, "api_key": "sk-bench"}],
         "models": [{
             "name": "bench-model",
@@ -137,6 +143,9 @@ def bench_gateway(name: str, config: dict[str, Any], opts: Options, wrk: str, tm
     with running(child) as gw:
         result.startup_s = wait_for_health(gw, f"{base}/health")
         print(f"  gateway ({name}) up in {result.startup_s:.2f}s; warming up ...", flush=True)
+        if not os.environ.get("BENCH_API_KEY"):
+            # Load goes through an ordinary user's API key: the realistic path.
+            opts.api_key = provision_key(base, str(config.get("master_key") or MASTER_KEY))
         label = f"gateway ({name})"
         run_wrk(wrk, url, body_file, 16, opts.warmup_s, CLIENT_CPU, opts.api_key, f"{label} warm-up")
         asyncio.run(measure(url, stream_body, n=0, warmup=20, api_key=opts.api_key))
@@ -149,6 +158,20 @@ def bench_gateway(name: str, config: dict[str, Any], opts: Options, wrk: str, tm
         result.rss_after_load_mib = gw.rss_mib()
         gw.check_alive()
     return result
+
+
+def provision_key(base: str, master_key: str) -> str:
+    """A user and an API key made through the admin API, for the load."""
+    headers = {"authorization": f"Bearer {master_key}", "content-type": "application/json"}
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode(), headers=headers)
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+            return data
+
+    user = post("/admin/users", {"email": f"bench-{os.getpid()}-{time.time_ns()}@example.com"})
+    return str(post(f"/admin/users/{user['id']}/keys", {"name": "bench"})["key"])
 
 
 def run(opts: Options) -> None:

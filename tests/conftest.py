@@ -37,6 +37,7 @@ class Stack:
     fakes_urls: dict[str, str] = field(default_factory=dict)
     servers: list[LiveServer] = field(default_factory=list)
     database_url: str = ""
+    app: Any = None
 
     def requests_to(self, fake: str) -> list[dict[str, Any]]:
         return list(self.fakes[fake].state.requests)
@@ -105,9 +106,11 @@ def running_stack(folder: Path, database_url: str, extra: dict[str, Any] | None 
     config = folder / "gateway.yaml"
     data = gateway_config({n: s.url for n, s in servers.items()}, database_url) | (extra or {})
     config.write_text(yaml.safe_dump(data))
-    gateway = serve_in_thread(create_app(load_settings(config, env={})))
+    app = create_app(load_settings(config, env={}))
+    gateway = serve_in_thread(app)
     try:
-        yield Stack(gateway.url, fakes, {n: s.url for n, s in servers.items()}, [gateway, *servers.values()])
+        yield Stack(gateway.url, fakes, {n: s.url for n, s in servers.items()}, [gateway, *servers.values()],
+                    database_url, app)
     finally:
         for server in (gateway, *servers.values()):
             server.stop()

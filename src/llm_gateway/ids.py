@@ -22,6 +22,6 @@ class RequestIds:
 
 
 def new_id(prefix: str) -> str:
-    """A database id that sorts by creation time: ``<prefix>_<ms><random>``,
+    """A database id that sorts by creation time: ``<prefix>_<µs><random>``,
     so "newest first" is ``ORDER BY id DESC`` and paging with ``after`` works."""
-    return f"{prefix}_{time.time_ns() // 1_000_000:011x}{secrets.token_hex(8)}"
+    return f"{prefix}_{time.time_ns() // 1_000:014x}{secrets.token_hex(8)}"

@@ -111,8 +111,7 @@ class Authenticator:
         found = self.cache.get(digest)
         if found is None:
             generation = self.bus.generation
-            found = await self._load_key(digest)
-            user_id = found.user_id if isinstance(found, Principal) else None
+            found, user_id = await self._load_key(digest)
             ttl = self.bus.ttl if generation == self.bus.generation else 0.0
             self.cache.put(digest, found, user_id, ttl)
         if isinstance(found, Refusal):
@@ -122,7 +121,9 @@ class Authenticator:
         self._touch(found)
         return found
 
-    async def _load_key(self, digest: str) -> Principal | Refusal:
+    async def _load_key(self, digest: str) -> tuple[Principal | Refusal, str | None]:
+        """The key's principal or refusal, and its owner (so that a change to
+        the user evicts this entry too)."""
         try:
             async with self.db.session() as session:
                 row = await key_repo.resolve(session, digest)
@@ -130,13 +131,13 @@ class Authenticator:
             log.error("key lookup failed: %s", type(exc).__name__)
             raise DatabaseUnavailable("The gateway cannot reach its database.") from None
         if row is None:
-            return Refusal("Incorrect API key provided.")
+            return Refusal("Incorrect API key provided."), None
         key, user = row
         if key.revoked_at is not None:
-            return Refusal("This API key has been revoked.")
+            return Refusal("This API key has been revoked."), user.id
         if not user.is_active:
-            return Refusal("This account is disabled.")
-        return user_principal(user, key)
+            return Refusal("This account is disabled."), user.id
+        return user_principal(user, key), user.id
 
     async def _jwt(self, token: str) -> Principal:
         try:

@@ -1,0 +1,36 @@
+"""Once a key is warm, authenticating it costs no database round trip."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+from sqlalchemy import event
+
+from tests.conftest import AUTH, Stack
+
+
+def test_warm_key_needs_no_database_query(db_stack: Stack) -> None:
+    base = db_stack.url
+    user = httpx.post(f"{base}/admin/users", json={"email": f"hot{time.time_ns()}@example.com"}, headers=AUTH)
+    key = httpx.post(f"{base}/admin/users/{user.json()['id']}/keys", json={"name": "hot"}, headers=AUTH).json()
+    headers = {"authorization": f"Bearer {key['key']}"}
+    body = {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers).status_code == 200
+    time.sleep(0.2)  # let the once-a-minute last_used_at write finish
+
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = db_stack.app.state.gateway.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for _ in range(20):
+            assert httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    # Without Redis, entries live one second: at most one reload in that time.
+    assert len(statements) <= 1, statements
