@@ -34,3 +34,27 @@ def test_warm_key_needs_no_database_query(db_stack: Stack) -> None:
         event.remove(engine, "before_cursor_execute", count)
     # Without Redis, entries live one second: at most one reload in that time.
     assert len(statements) <= 1, statements
+
+
+def test_concurrent_first_uses_share_one_lookup(db_stack: Stack) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = db_stack.url
+    user = httpx.post(f"{base}/admin/users", json={"email": f"herd{time.time_ns()}@example.com"}, headers=AUTH)
+    key = httpx.post(f"{base}/admin/users/{user.json()['id']}/keys", json={"name": "herd"}, headers=AUTH).json()
+    headers = {"authorization": f"Bearer {key['key']}"}
+    lookups: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM api_keys" in statement:
+            lookups.append(statement)
+
+    engine = db_stack.app.state.gateway.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with ThreadPoolExecutor(32) as pool:
+            codes = list(pool.map(lambda _: httpx.get(f"{base}/v1/models", headers=headers).status_code, range(64)))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert codes == [200] * 64
+    assert 1 <= len(lookups) <= 2, len(lookups)  # one load (plus at most one background refresh)

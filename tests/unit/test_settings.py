@@ -143,3 +143,9 @@ def test_check_config_cli_reports_without_traceback(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "model gpt-4o-mini -> openai/gpt-4o-mini" in proc.stdout
+
+
+def test_migration_head_constant_matches_alembic() -> None:
+    from llm_gateway.db import migrate
+
+    assert migrate.HEAD == migrate.head_revision()

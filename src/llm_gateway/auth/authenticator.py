@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -42,6 +43,29 @@ class Refusal:
 
     message: str
     code: str = "invalid_api_key"
+
+
+LoadFn = Callable[[], Awaitable[tuple[Principal | Refusal, str | None]]]
+
+
+class Loader:
+    """A deferred database read: ``await loader()`` → (answer, owning user id)."""
+
+    __slots__ = ("_args", "_fn")
+
+    def __init__(self, fn: Callable[..., Awaitable[tuple[Principal | Refusal, str | None]]], *args: Any) -> None:
+        self._fn = fn
+        self._args = args
+
+    def __call__(self) -> Awaitable[tuple[Principal | Refusal, str | None]]:
+        return self._fn(*self._args)
+
+
+def _ignore_result(task: asyncio.Task[Any]) -> None:
+    """Background reloads that fail leave the entry to expire; the next
+    foreground load reports the problem."""
+    if not task.cancelled():
+        task.exception()
 
 
 class ExternalVerifier(Protocol):
@@ -97,6 +121,7 @@ class Authenticator:
         self.external = external
         self._touched: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loading: dict[str, asyncio.Task[Principal | Refusal]] = {}
 
     async def authenticate(self, credential: str | None) -> Principal:
         if not credential:
@@ -108,18 +133,44 @@ class Authenticator:
         digest = hash_secret(credential)
         if hmac.compare_digest(digest, self.master_hash):
             return MASTER
-        found = self.cache.get(digest)
-        if found is None:
-            generation = self.bus.generation
-            found, user_id = await self._load_key(digest)
-            ttl = self.bus.ttl if generation == self.bus.generation else 0.0
-            self.cache.put(digest, found, user_id, ttl)
-        if isinstance(found, Refusal):
-            raise AuthenticationFailed(found.message, code=found.code)
+        found = await self._cached(digest, Loader(self._load_key, digest))
         if found.expires_at is not None and found.expires_at <= utcnow():
             raise AuthenticationFailed("This API key has expired.", code="invalid_api_key")
         self._touch(found)
         return found
+
+    async def _cached(self, cache_key: str, load: LoadFn) -> Principal:
+        """The cached answer for ``cache_key``; concurrent misses share one
+        load (no stampede on the database when an entry expires), and an entry
+        past half its life is reloaded in the background while still served."""
+        now = time.monotonic()
+        entry = self.cache.entry(cache_key, now)
+        if entry is not None:
+            if now >= entry.refresh_after and cache_key not in self._loading:
+                self._start_load(cache_key, load).add_done_callback(_ignore_result)
+            found = entry.value
+        else:
+            task = self._loading.get(cache_key) or self._start_load(cache_key, load)
+            found = await asyncio.shield(task)
+        if isinstance(found, Refusal):
+            raise AuthenticationFailed(found.message, code=found.code)
+        return found
+
+    def _start_load(self, cache_key: str, load: LoadFn) -> asyncio.Task[Principal | Refusal]:
+        task = asyncio.get_running_loop().create_task(self._load_into(cache_key, load))
+        self._loading[cache_key] = task
+        return task
+
+    async def _load_into(self, cache_key: str, load: LoadFn) -> Principal | Refusal:
+        try:
+            generation = self.bus.generation
+            found, user_id = await load()
+            # A change broadcast while we read may not be in what we read.
+            ttl = self.bus.ttl if generation == self.bus.generation else 0.0
+            self.cache.put(cache_key, found, user_id, ttl)
+            return found
+        finally:
+            self._loading.pop(cache_key, None)
 
     async def _load_key(self, digest: str) -> tuple[Principal | Refusal, str | None]:
         """The key's principal or refusal, and its owner (so that a change to
@@ -148,40 +199,30 @@ class Authenticator:
             claims = self.tokens.verify_access(token)
             return await self._user(str(claims["sub"]))
         if self.external is not None and alg in self.external.algorithms:
-            claims = await self.external.verify(token)
+            external = self.external
+            claims = await external.verify(token)
             subject = f"{claims.get('iss', '')}|{claims['sub']}"
-            cache_key = "x:" + subject
-            found = self.cache.get(cache_key)
-            if found is None:
-                generation = self.bus.generation
-                found = await self.external.principal(claims, self.db)
-                ttl = self.bus.ttl if generation == self.bus.generation else 0.0
-                self.cache.put(cache_key, found, found.user_id, ttl)
-            if isinstance(found, Refusal):
-                raise AuthenticationFailed(found.message, code=found.code)
-            return found
+
+            async def load_external() -> tuple[Principal | Refusal, str | None]:
+                principal = await external.principal(claims, self.db)
+                return principal, principal.user_id
+
+            return await self._cached("x:" + subject, load_external)
         raise AuthenticationFailed("The token's algorithm is not accepted.", code="invalid_api_key")
 
     async def _user(self, user_id: str) -> Principal:
-        cache_key = "u:" + user_id
-        found = self.cache.get(cache_key)
-        if found is None:
-            generation = self.bus.generation
-            try:
-                async with self.db.session() as session:
-                    user = await user_repo.get_user(session, user_id)
-            except Exception as exc:
-                log.error("user lookup failed: %s", type(exc).__name__)
-                raise DatabaseUnavailable("The gateway cannot reach its database.") from None
-            if user is None or not user.is_active:
-                found = Refusal("This account does not exist or is disabled.")
-            else:
-                found = user_principal(user)
-            ttl = self.bus.ttl if generation == self.bus.generation else 0.0
-            self.cache.put(cache_key, found, user_id, ttl)
-        if isinstance(found, Refusal):
-            raise AuthenticationFailed(found.message, code=found.code)
-        return found
+        return await self._cached("u:" + user_id, Loader(self._load_user, user_id))
+
+    async def _load_user(self, user_id: str) -> tuple[Principal | Refusal, str | None]:
+        try:
+            async with self.db.session() as session:
+                user = await user_repo.get_user(session, user_id)
+        except Exception as exc:
+            log.error("user lookup failed: %s", type(exc).__name__)
+            raise DatabaseUnavailable("The gateway cannot reach its database.") from None
+        if user is None or not user.is_active:
+            return Refusal("This account does not exist or is disabled."), user_id
+        return user_principal(user), user_id
 
     def _touch(self, principal: Principal) -> None:
         """Record ``last_used_at`` at most once a minute per key, off the hot path."""

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import sys
 
-from llm_gateway.settings import load_settings
+from llm_gateway.db.engine import Database
+from llm_gateway.db.migrate import SchemaOutOfDate, ensure_schema
+from llm_gateway.settings import Settings, load_settings
 
 
 def check_config(args: argparse.Namespace) -> int:
@@ -20,6 +24,24 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _prepare_schema(settings: Settings) -> str | None:
+    """Upgrade SQLite / check PostgreSQL once, before any worker starts.
+    Returns a reason to refuse to start, or None. An unreachable database
+    is not a reason: the gateway starts degraded and retries."""
+    db = Database(settings.database_url)
+    try:
+        await ensure_schema(db)
+    except SchemaOutOfDate as exc:
+        return str(exc)
+    except Exception as exc:
+        logging.getLogger("llm_gateway").warning(
+            "database unreachable at start-up (%s); starting anyway", type(exc).__name__
+        )
+    finally:
+        await db.aclose()
+    return None
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -27,6 +49,10 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)  # fail fast, before binding
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    refusal = asyncio.run(_prepare_schema(settings))
+    if refusal is not None:
+        print(f"llm-gateway: {refusal}", file=sys.stderr)
+        return 1
     common = {
         "host": args.host,
         "port": args.port,
