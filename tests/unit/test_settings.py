@@ -148,4 +148,4 @@ def test_check_config_cli_reports_without_traceback(tmp_path: Path) -> None:
 def test_migration_head_constant_matches_alembic() -> None:
     from llm_gateway.db import migrate
 
-    assert migrate.HEAD == migrate.head_revision()
+    assert migrate.head_revision() == migrate.HEAD
