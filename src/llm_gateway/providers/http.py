@@ -4,7 +4,7 @@ and the mapping of transport failures into the gateway's error tree."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,3 +140,72 @@ async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[SSEEvent]:
             event = line[6:].strip().decode("utf-8", "replace")
     if data:
         yield SSEEvent(event, b"\n".join(data))
+
+
+ErrorMapper = Callable[[int, bytes, Any, str], GatewayError]
+
+
+class Upstream:
+    """One provider's pooled HTTP client: its fixed headers, its timeouts and
+    its error mapping, shared by every adapter so that each adapter is only
+    URLs and translation."""
+
+    def __init__(
+        self, settings: ProviderSettings, headers: dict[str, str], map_error: ErrorMapper = error_from_response
+    ) -> None:
+        self.name = settings.name
+        self._settings = settings
+        self._headers = headers
+        self._map_error = map_error
+        self._timeout = timeouts(settings, stream=False)
+        self._stream_timeout = timeouts(settings, stream=True)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "provider not started"
+        return self._session
+
+    async def start(self) -> None:
+        self._session = new_session(self._settings)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _post(self, url: str, body: Any, request_id: str, stream: bool) -> Any:
+        return self.session.post(
+            url, data=orjson.dumps(body), headers=self._headers | {"x-request-id": request_id},
+            timeout=self._stream_timeout if stream else self._timeout,
+        )
+
+    async def call(self, url: str, body: Any, request_id: str) -> bytes:
+        """POST JSON; the answer's bytes, or the mapped error."""
+        with transport_errors(self.name):
+            async with self._post(url, body, request_id, stream=False) as resp:
+                raw: bytes = await resp.read()
+                if resp.status >= 400:
+                    raise self._map_error(resp.status, raw, resp.headers, self.name)
+        return raw
+
+    async def open_stream(self, url: str, body: Any, request_id: str) -> aiohttp.ClientResponse:
+        """POST JSON and wait for the answer's headers; an error status is
+        read and mapped before anything reaches the client."""
+        with transport_errors(self.name):
+            resp: aiohttp.ClientResponse = await self._post(url, body, request_id, stream=True).__aenter__()
+            if resp.status >= 400:
+                try:
+                    raw = await resp.read()
+                finally:
+                    resp.release()
+                raise self._map_error(resp.status, raw, resp.headers, self.name)
+        return resp
+
+
+def finish(resp: aiohttp.ClientResponse, clean: bool) -> None:
+    """Return a finished stream's connection to the pool; drop an unfinished
+    one, so the upstream stops generating at once."""
+    if clean:
+        resp.release()
+    else:
+        resp.close()

@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
-import orjson
 
 from llm_gateway.errors import InvalidRequest, UpstreamError
 from llm_gateway.providers.anthropic import from_wire, to_wire
 from llm_gateway.providers.anthropic.stream import StreamDecoder
 from llm_gateway.providers.base import Target
-from llm_gateway.providers.http import (
-    error_from_response,
-    iter_sse,
-    load_json,
-    new_session,
-    timeouts,
-    transport_errors,
-)
+from llm_gateway.providers.http import Upstream, finish, iter_sse, load_json, transport_errors
 from llm_gateway.settings import ProviderSettings
 from llm_gateway.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamEvent
 
@@ -37,38 +28,21 @@ class AnthropicProvider:
     def __init__(self, settings: ProviderSettings) -> None:
         self.name = settings.name
         self.kind = settings.kind
-        self._settings = settings
-        self._session: aiohttp.ClientSession | None = None
         self._url = f"{settings.base_url}/messages"
         headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
         if settings.api_key:
             headers["x-api-key"] = settings.api_key
-        self._headers = headers | settings.headers  # e.g. anthropic-beta
-        self._timeout = timeouts(settings, stream=False)
-        self._stream_timeout = timeouts(settings, stream=True)
+        self._http = Upstream(settings, headers | settings.headers)  # e.g. anthropic-beta
 
     async def start(self) -> None:
-        self._session = new_session(self._settings)
+        await self._http.start()
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    def _post(self, body: dict[str, Any], request_id: str, *, stream: bool) -> Any:
-        assert self._session is not None, "provider not started"
-        return self._session.post(
-            self._url, data=orjson.dumps(body), headers=self._headers | {"x-request-id": request_id},
-            timeout=self._stream_timeout if stream else self._timeout,
-        )
+        await self._http.aclose()
 
     async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResponse:
         wire = to_wire.messages_body(req, target.model, target.max_output_tokens)
-        with transport_errors(self.name):
-            async with self._post(wire.body, request_id, stream=False) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise error_from_response(resp.status, raw, resp.headers, self.name)
-        data = load_json(raw, self.name)
+        data = load_json(await self._http.call(self._url, wire.body, request_id), self.name)
         if not isinstance(data, dict) or not isinstance(data.get("content"), list):
             raise UpstreamError(f"The {self.name} provider answered with an unexpected body.")
         return from_wire.chat_response(data, created=int(time.time()), json_tool=wire.json_tool)
@@ -77,14 +51,7 @@ class AnthropicProvider:
         self, req: ChatRequest, target: Target, request_id: str
     ) -> AsyncIterator[StreamEvent]:
         wire = to_wire.messages_body(req, target.model, target.max_output_tokens)
-        with transport_errors(self.name):
-            resp = await self._post(wire.body, request_id, stream=True).__aenter__()
-            if resp.status >= 400:
-                try:
-                    raw = await resp.read()
-                finally:
-                    resp.release()
-                raise error_from_response(resp.status, raw, resp.headers, self.name)
+        resp = await self._http.open_stream(self._url, wire.body, request_id)
         return self._events(resp, StreamDecoder(self.name, wire.json_tool))
 
     async def _events(
@@ -99,10 +66,7 @@ class AnthropicProvider:
                         break
             decoder.close()
         finally:
-            if decoder.done:
-                resp.release()
-            else:
-                resp.close()  # drop the connection so the upstream stops generating
+            finish(resp, decoder.done)
 
     async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResponse:
         raise InvalidRequest(

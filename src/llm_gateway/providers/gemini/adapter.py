@@ -11,14 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import orjson
 
 from llm_gateway.errors import UpstreamError
 from llm_gateway.providers.base import ChunkOrEvent, Target
 from llm_gateway.providers.gemini import from_wire, to_wire
 from llm_gateway.providers.gemini.images import fetch_images
 from llm_gateway.providers.gemini.stream import StreamDecoder
-from llm_gateway.providers.http import iter_sse, load_json, new_session, timeouts, transport_errors
+from llm_gateway.providers.http import Upstream, finish, iter_sse, load_json, transport_errors
 from llm_gateway.settings import ProviderSettings
 from llm_gateway.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 
@@ -34,51 +33,33 @@ class GeminiProvider:
         self.allow_private_image_hosts = settings.fetch_private_image_urls
         self.name = settings.name
         self.kind = settings.kind
-        self._settings = settings
-        self._session: aiohttp.ClientSession | None = None
         self._base = settings.base_url
         headers = {"content-type": "application/json", **settings.headers}
         if settings.api_key:
             headers["x-goog-api-key"] = settings.api_key
-        self._headers = headers
-        self._timeout = timeouts(settings, stream=False)
-        self._stream_timeout = timeouts(settings, stream=True)
+        self._http = Upstream(settings, headers, from_wire.error)
         self._image_timeout = aiohttp.ClientTimeout(
             total=min(settings.timeout_s, IMAGE_TIMEOUT_S), sock_connect=settings.connect_timeout_s
         )
 
     async def start(self) -> None:
-        self._session = new_session(self._settings)
+        await self._http.start()
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.aclose()
 
     def _url(self, model: str, method: str) -> str:
         return f"{self._base}/{to_wire.model_path(model)}:{method}"
 
-    def _post(self, url: str, body: dict[str, Any], request_id: str, stream: bool) -> Any:
-        assert self._session is not None, "provider not started"
-        return self._session.post(
-            url, data=orjson.dumps(body), headers=self._headers | {"x-request-id": request_id},
-            timeout=self._stream_timeout if stream else self._timeout,
-        )
-
     async def _call(self, url: str, body: dict[str, Any], request_id: str) -> Any:
-        with transport_errors(self.name):
-            async with self._post(url, body, request_id, stream=False) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise from_wire.error(resp.status, raw, resp.headers, self.name)
-        return load_json(raw, self.name)
+        return load_json(await self._http.call(url, body, request_id), self.name)
 
     async def _chat_body(self, req: ChatRequest) -> dict[str, Any]:
         wanted = to_wire.remote_images(req)
         images: dict[str, to_wire.InlineImage] = {}
         if wanted:
-            assert self._session is not None, "provider not started"
             images = await fetch_images(
-                self._session, wanted, timeout=self._image_timeout,
+                self._http.session, wanted, timeout=self._image_timeout,
                 allow_private=self.allow_private_image_hosts,
             )
         return to_wire.chat_body(req, images)
@@ -93,14 +74,7 @@ class GeminiProvider:
     ) -> AsyncIterator[ChunkOrEvent]:
         body = await self._chat_body(req)
         url = self._url(target.model, "streamGenerateContent") + "?alt=sse"
-        with transport_errors(self.name):
-            resp = await self._post(url, body, request_id, stream=True).__aenter__()
-            if resp.status >= 400:
-                try:
-                    raw = await resp.read()
-                finally:
-                    resp.release()
-                raise from_wire.error(resp.status, raw, resp.headers, self.name)
+        resp = await self._http.open_stream(url, body, request_id)
         return self._events(resp)
 
     async def _events(self, resp: aiohttp.ClientResponse) -> AsyncIterator[ChunkOrEvent]:
@@ -120,10 +94,7 @@ class GeminiProvider:
             for ev in decoder.close():
                 yield ev
         finally:
-            if clean:
-                resp.release()
-            else:
-                resp.close()
+            finish(resp, clean)
 
     async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResponse:
         body = to_wire.embedding_body(req, target.model)

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import orjson
 
 from llm_gateway.api.openai.encode import decode_usage
 from llm_gateway.errors import UpstreamError
@@ -24,14 +23,7 @@ from llm_gateway.providers.base import (
     RawEmbedding,
     Target,
 )
-from llm_gateway.providers.http import (
-    error_from_response,
-    iter_sse,
-    load_json,
-    new_session,
-    timeouts,
-    transport_errors,
-)
+from llm_gateway.providers.http import Upstream, finish, iter_sse, load_json, transport_errors
 from llm_gateway.providers.openai import from_wire, to_wire
 from llm_gateway.settings import ProviderSettings
 from llm_gateway.types import ChatRequest, EmbeddingRequest
@@ -47,8 +39,6 @@ class OpenAIProvider:
     def __init__(self, settings: ProviderSettings) -> None:
         self.name = settings.name
         self.kind = settings.kind
-        self._settings = settings
-        self._session: aiohttp.ClientSession | None = None
         base = settings.base_url
         query = ""
         if settings.query_params:
@@ -61,31 +51,16 @@ class OpenAIProvider:
         if settings.api_key:
             header = settings.auth_header.lower()
             headers[header] = f"Bearer {settings.api_key}" if header == "authorization" else settings.api_key
-        self._headers = headers
-        self._timeout = timeouts(settings, stream=False)
-        self._stream_timeout = timeouts(settings, stream=True)
+        self._http = Upstream(settings, headers)
 
     async def start(self) -> None:
-        self._session = new_session(self._settings)
+        await self._http.start()
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    def _post(self, url: str, body: dict[str, Any], request_id: str, stream: bool) -> Any:
-        assert self._session is not None, "provider not started"
-        headers = self._headers | {"x-request-id": request_id}
-        return self._session.post(
-            url, data=orjson.dumps(body), headers=headers,
-            timeout=self._stream_timeout if stream else self._timeout,
-        )
+        await self._http.aclose()
 
     async def _call(self, url: str, body: dict[str, Any], request_id: str) -> tuple[bytes, Any]:
-        with transport_errors(self.name):
-            async with self._post(url, body, request_id, stream=False) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise error_from_response(resp.status, raw, resp.headers, self.name)
+        raw = await self._http.call(url, body, request_id)
         return raw, load_json(raw, self.name)
 
     async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResult:
@@ -105,15 +80,7 @@ class OpenAIProvider:
         body = to_wire.passthrough_chat_body(req, target.model, force_usage=True) if passthrough else (
             to_wire.chat_body(req, target.model)
         )
-        with transport_errors(self.name):
-            ctx = self._post(self._chat_url, body, request_id, stream=True)
-            resp = await ctx.__aenter__()
-            if resp.status >= 400:
-                try:
-                    raw = await resp.read()
-                finally:
-                    resp.release()
-                raise error_from_response(resp.status, raw, resp.headers, self.name)
+        resp = await self._http.open_stream(self._chat_url, body, request_id)
         return self._events(resp, passthrough, req.include_usage)
 
     async def _events(
@@ -152,10 +119,7 @@ class OpenAIProvider:
             if not done and not finished:
                 raise UpstreamError(f"The {self.name} provider ended the stream early.")
         finally:
-            if done:
-                resp.release()
-            else:
-                resp.close()
+            finish(resp, done)
 
     async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResult:
         raw, data = await self._call(self._embed_url, to_wire.embedding_body(req, target.model), request_id)
