@@ -22,7 +22,7 @@ class Database:
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True, pool_recycle=1800, pool_timeout=10)
+            kwargs.update(pool_size=10, max_overflow=20, pool_recycle=1800, pool_timeout=10)
             # asyncpg: fail fast when the server is down instead of hanging a request.
             kwargs["connect_args"] = {"timeout": 5, "command_timeout": 30}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from llm_gateway.db.types import Money, UTCDateTime, utcnow
@@ -29,6 +29,8 @@ class User(Base):
     tpm: Mapped[int | None] = mapped_column(default=None)
     allowed_models: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     balance_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    # The sum of open reservations: what requests in flight may still cost.
+    reserved_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     # "<issuer>|<sub>" for users created from an identity provider's token.
     external_subject: Mapped[str | None] = mapped_column(String(512), unique=True, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -80,6 +82,84 @@ class SystemValue(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LedgerEntry(Base):
+    """Append-only: every credit, charge, refund and adjustment. A user's
+    balance always equals the sum of their entries' ``amount_usd``."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        Index("ix_ledger_user", "user_id", "id"),
+        UniqueConstraint("user_id", "idempotency_key", name="uq_ledger_idempotency"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # credit | charge | refund | adjustment
+    amount_usd: Mapped[Decimal] = mapped_column(Money)  # signed: charges are negative
+    balance_after_usd: Mapped[Decimal] = mapped_column(Money)
+    request_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    key_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Reservation(Base):
+    """Money held for a request in flight. Settling deletes it; one left by a
+    crashed process expires and is released by any process's sweeper."""
+
+    __tablename__ = "reservations"
+    __table_args__ = (Index("ix_reservations_expires", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    period: Mapped[str | None] = mapped_column(String(16), default=None)  # the key budget period held
+    amount_usd: Mapped[Decimal] = mapped_column(Money)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class KeySpend(Base):
+    """A budgeted key's spend and open reservations in one period
+    (``2026-11-26`` for a day, ``2026-11`` for a month, UTC)."""
+
+    __tablename__ = "key_spend"
+
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    spent_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    reserved_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+
+
+class UsageRecord(Base):
+    """One row per request, written in batches off the hot path."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index("ix_usage_created", "created_at"),
+        Index("ix_usage_user_created", "user_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    key_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    model: Mapped[str] = mapped_column(String(200))
+    deployment: Mapped[str | None] = mapped_column(String(400), default=None)
+    endpoint: Mapped[str] = mapped_column(String(32))
+    status: Mapped[int] = mapped_column()
+    stream: Mapped[bool] = mapped_column(default=False)
+    cache: Mapped[str | None] = mapped_column(String(8), default=None)
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    cached_input_tokens: Mapped[int] = mapped_column(default=0)
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    latency_ms: Mapped[float] = mapped_column(default=0.0)
+    ttft_ms: Mapped[float | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

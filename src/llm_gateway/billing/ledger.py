@@ -1,0 +1,287 @@
+"""Balances, reservations and the append-only ledger — exact under any
+concurrency, on any number of processes and instances.
+
+Every amount is an integer count of nano-dollars in the database. The
+invariants, kept by single atomic statements (PostgreSQL) or by transactions
+that begin with a write and so hold SQLite's lock from their first step:
+
+- ``reserved_usd`` is the sum of the user's open reservations, and
+  ``balance_usd - reserved_usd >= 0`` always: a reservation is taken only if
+  it fits, a charge never exceeds what is free plus its own reservation.
+- ``balance_usd`` equals the sum of the user's ledger entries.
+- A budgeted key's spend plus open reservations never exceed its budget.
+
+On PostgreSQL a request costs two round trips for money: one statement to
+reserve, one to settle (release, charge, record the ledger entry). Keys with
+a budget add a short transaction at reservation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Result
+from sqlalchemy.exc import IntegrityError
+
+from llm_gateway.db.engine import Database
+from llm_gateway.db.types import NANOS_PER_USD, UTCDateTime, utcnow
+from llm_gateway.errors import Conflict, InsufficientQuota, InvalidRequest, NotFound
+from llm_gateway.ids import new_id
+
+
+def to_nanos(amount: Decimal, *, round_up: bool = False) -> int:
+    scaled = amount * NANOS_PER_USD
+    return int(scaled.to_integral_value(ROUND_CEILING) if round_up else scaled.to_integral_value())
+
+
+def from_nanos(value: int) -> Decimal:
+    return Decimal(int(value)) / NANOS_PER_USD
+
+
+def budget_period(kind: str, now: datetime) -> str:
+    return now.strftime("%Y-%m-%d") if kind == "day" else now.strftime("%Y-%m")
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """An open reservation."""
+
+    id: str
+    user_id: str
+    key_id: str | None
+    period: str | None
+    amount_nanos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: str
+    kind: str
+    amount_usd: Decimal
+    balance_after_usd: Decimal
+    created_at: datetime
+
+
+def _insufficient() -> InsufficientQuota:
+    return InsufficientQuota(
+        "Your balance is too low for this request. Add credit, or lower max_tokens.", code="insufficient_quota"
+    )
+
+
+def _budget_exceeded() -> InsufficientQuota:
+    return InsufficientQuota("This API key has reached its budget for the period.", code="budget_exceeded")
+
+
+class _Replay(Exception):
+    def __init__(self, row: Any) -> None:
+        self.row = row
+
+
+_TS = UTCDateTime()
+
+_PG_RESERVE = text("""
+WITH u AS (
+    UPDATE users SET reserved_usd = reserved_usd + :amt
+    WHERE id = :uid AND balance_usd - reserved_usd >= :amt
+    RETURNING id)
+INSERT INTO reservations (id, user_id, key_id, period, amount_usd, expires_at, created_at)
+SELECT :rid, u.id, :kid, :period, :amt, :exp, :now FROM u
+RETURNING id
+""").bindparams(bindparam("exp", type_=_TS), bindparam("now", type_=_TS))
+
+_PG_SETTLE = text("""
+WITH r AS (
+    DELETE FROM reservations WHERE id = :rid RETURNING amount_usd, key_id, period),
+held AS (SELECT COALESCE(SUM(amount_usd), 0) AS amt FROM r),
+cur AS (SELECT balance_usd, reserved_usd FROM users WHERE id = :uid FOR UPDATE),
+ch AS (
+    SELECT GREATEST(0, LEAST(:cost, cur.balance_usd - cur.reserved_usd + held.amt)) AS charged, held.amt AS amt
+    FROM cur, held),
+upd AS (
+    UPDATE users SET balance_usd = users.balance_usd - ch.charged, reserved_usd = users.reserved_usd - ch.amt
+    FROM ch WHERE users.id = :uid
+    RETURNING users.balance_usd AS balance_after, ch.charged AS charged),
+ks AS (
+    UPDATE key_spend SET spent_usd = key_spend.spent_usd + upd.charged,
+                         reserved_usd = key_spend.reserved_usd - r.amount_usd
+    FROM r, upd WHERE key_spend.key_id = r.key_id AND key_spend.period = r.period),
+led AS (
+    INSERT INTO ledger_entries (id, user_id, kind, amount_usd, balance_after_usd, request_id, key_id, created_at)
+    SELECT :lid, :uid, 'charge', -upd.charged, upd.balance_after, :req, :kid, :now FROM upd WHERE upd.charged > 0)
+SELECT charged, balance_after FROM upd
+""").bindparams(bindparam("now", type_=_TS))
+
+
+class Ledger:
+    def __init__(self, db: Database, *, reservation_ttl_s: float = 3600.0) -> None:
+        self.db = db
+        self.ttl = timedelta(seconds=reservation_ttl_s)
+        self._pg = db.dialect == "postgresql"
+        self._auto = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    # ----------------------------------------------------------- reserve
+
+    async def reserve(
+        self, user_id: str, amount: Decimal, *, key_id: str | None = None,
+        budget_usd: Decimal | None = None, budget_kind: str | None = None,
+    ) -> Hold:
+        """Hold ``amount`` of the user's balance (and of the key's budget);
+        402 ``insufficient_quota`` / ``budget_exceeded`` when it does not fit."""
+        amt = to_nanos(amount, round_up=True)
+        now = utcnow()
+        period = budget_period(budget_kind, now) if budget_usd is not None and budget_kind else None
+        hold = Hold(new_id("res"), user_id, key_id, period, amt)
+        params = {"amt": amt, "uid": user_id, "rid": hold.id, "kid": key_id, "period": period,
+                  "exp": now + self.ttl, "now": now}
+        if self._pg and period is None:
+            async with self._auto.connect() as conn:
+                if (await conn.execute(_PG_RESERVE, params)).first() is None:
+                    raise _insufficient()
+            return hold
+        async with self.db.engine.begin() as conn:
+            # The first statement writes, so SQLite takes its lock now (no
+            # read-then-upgrade deadlock); PostgreSQL locks users → key_spend.
+            taken = await conn.execute(text(
+                "UPDATE users SET reserved_usd = reserved_usd + :amt "
+                "WHERE id = :uid AND balance_usd - reserved_usd >= :amt"), params)
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                raise _insufficient()
+            if period is not None:
+                assert budget_usd is not None
+                await conn.execute(text(
+                    "INSERT INTO key_spend (key_id, period, spent_usd, reserved_usd) VALUES (:kid, :period, 0, 0) "
+                    "ON CONFLICT DO NOTHING"), params)
+                fits = await conn.execute(text(
+                    "UPDATE key_spend SET reserved_usd = reserved_usd + :amt WHERE key_id = :kid "
+                    "AND period = :period AND spent_usd + reserved_usd + :amt <= :budget"),
+                    params | {"budget": to_nanos(budget_usd)})
+                if fits.rowcount != 1:  # type: ignore[attr-defined]
+                    raise _budget_exceeded()  # the transaction rolls back the user's hold too
+            await conn.execute(text(
+                "INSERT INTO reservations (id, user_id, key_id, period, amount_usd, expires_at, created_at) "
+                "VALUES (:rid, :uid, :kid, :period, :amt, :exp, :now)").bindparams(
+                    bindparam("exp", type_=_TS), bindparam("now", type_=_TS)), params)
+        return hold
+
+    # ------------------------------------------------------------ settle
+
+    async def settle(self, hold: Hold, cost: Decimal, request_id: str) -> Decimal:
+        """Release the hold and charge ``cost`` (never more than is free, so a
+        balance never goes below zero). Returns what was charged."""
+        cost_n = max(0, to_nanos(cost))
+        now = utcnow()
+        params = {"rid": hold.id, "uid": hold.user_id, "cost": cost_n, "lid": new_id("txn"), "req": request_id,
+                  "kid": hold.key_id, "now": now}
+        if self._pg:
+            async with self._auto.connect() as conn:
+                row = (await conn.execute(_PG_SETTLE, params)).first()
+            return from_nanos(row[0]) if row is not None else Decimal(0)
+        async with self.db.engine.begin() as conn:
+            gone = (await conn.execute(text(
+                "DELETE FROM reservations WHERE id = :rid RETURNING amount_usd, key_id, period"), params)).first()
+            held = int(gone[0]) if gone is not None else 0
+            cur = (await conn.execute(text(
+                "SELECT balance_usd, reserved_usd FROM users WHERE id = :uid"), params)).first()
+            if cur is None:
+                return Decimal(0)
+            charged = max(0, min(cost_n, int(cur[0]) - int(cur[1]) + held))
+            await conn.execute(text(
+                "UPDATE users SET balance_usd = balance_usd - :charged, reserved_usd = reserved_usd - :held "
+                "WHERE id = :uid"), params | {"charged": charged, "held": held})
+            if gone is not None and gone[2] is not None:
+                await conn.execute(text(
+                    "UPDATE key_spend SET spent_usd = spent_usd + :charged, reserved_usd = reserved_usd - :held "
+                    "WHERE key_id = :k AND period = :p"),
+                    {"charged": charged, "held": held, "k": gone[1], "p": gone[2]})
+            if charged > 0:
+                await conn.execute(text(
+                    "INSERT INTO ledger_entries (id, user_id, kind, amount_usd, balance_after_usd, request_id, "
+                    "key_id, created_at) VALUES (:lid, :uid, 'charge', :neg, :after, :req, :kid, :now)"
+                ).bindparams(bindparam("now", type_=_TS)),
+                    params | {"neg": -charged, "after": int(cur[0]) - charged})
+        return from_nanos(charged)
+
+    # ------------------------------------------------------------ credit
+
+    async def credit(
+        self, user_id: str, amount: Decimal, *, note: str | None = None, idempotency_key: str | None = None
+    ) -> tuple[Entry, bool]:
+        """Add (or, negative, take away) credit. Returns the entry and whether
+        this call created it: a replay with the same ``idempotency_key``
+        returns the first entry, also when both arrive at once."""
+        amt = to_nanos(amount)
+        if amt == 0:
+            raise InvalidRequest("amount_usd must not be zero.", code="invalid_value", param="amount_usd")
+        kind = "credit" if amt > 0 else "adjustment"
+        params: dict[str, Any] = {"uid": user_id, "amt": amt, "lid": new_id("txn"), "kind": kind, "note": note,
+                                  "idem": idempotency_key, "now": utcnow()}
+        try:
+            async with self.db.engine.begin() as conn:
+                # Write first: takes the user's row lock (and SQLite's lock).
+                updated = await conn.execute(text(
+                    "UPDATE users SET balance_usd = balance_usd + :amt "
+                    "WHERE id = :uid AND balance_usd + :amt - reserved_usd >= 0"), params)
+                if idempotency_key is not None:
+                    existing = await self._existing(conn, user_id, idempotency_key)
+                    if existing is not None:
+                        raise _Replay(existing)  # rolls back this call's update
+                if updated.rowcount != 1:  # type: ignore[attr-defined]
+                    exists = (await conn.execute(text("SELECT 1 FROM users WHERE id = :uid"), params)).first()
+                    if exists is None:
+                        raise NotFound("No such user.", code="user_not_found")
+                    raise Conflict("This adjustment would take the balance below zero (or below what requests "
+                                   "in flight hold).", code="insufficient_balance")
+                after = (await conn.execute(text("SELECT balance_usd FROM users WHERE id = :uid"), params)).scalar()
+                assert after is not None
+                await conn.execute(text(
+                    "INSERT INTO ledger_entries (id, user_id, kind, amount_usd, balance_after_usd, note, "
+                    "idempotency_key, created_at) VALUES (:lid, :uid, :kind, :amt, :after, :note, :idem, :now)"
+                ).bindparams(bindparam("now", type_=_TS)), params | {"after": after})
+        except _Replay as replay:
+            return self._replay(replay.row, amt), False
+        except IntegrityError:
+            # Another request with the same Idempotency-Key committed first.
+            async with self.db.engine.connect() as conn:
+                existing = await self._existing(conn, user_id, str(idempotency_key))
+            if existing is None:
+                raise
+            return self._replay(existing, amt), False
+        return Entry(params["lid"], kind, from_nanos(amt), from_nanos(int(after)), params["now"]), True
+
+    @staticmethod
+    async def _existing(conn: Any, user_id: str, key: str) -> Any:
+        result: Result[Any] = await conn.execute(text(
+            "SELECT id, kind, amount_usd, balance_after_usd, created_at FROM ledger_entries "
+            "WHERE user_id = :uid AND idempotency_key = :idem"
+        ).columns(created_at=_TS), {"uid": user_id, "idem": key})
+        return result.first()
+
+    @staticmethod
+    def _replay(row: Any, amt: int) -> Entry:
+        if int(row[2]) != amt:
+            raise Conflict("This Idempotency-Key was already used with a different amount.",
+                           code="idempotency_key_reused")
+        return Entry(row[0], row[1], from_nanos(int(row[2])), from_nanos(int(row[3])), row[4])
+
+    # ------------------------------------------------------------- sweep
+
+    async def sweep(self) -> int:
+        """Release reservations whose process died before settling them."""
+        released = 0
+        async with self.db.engine.begin() as conn:
+            rows = (await conn.execute(text(
+                "DELETE FROM reservations WHERE expires_at < :now RETURNING user_id, amount_usd, key_id, period"
+            ).bindparams(bindparam("now", type_=_TS)), {"now": utcnow()})).all()
+            for user_id, amount, key_id, period in rows:
+                await conn.execute(text("UPDATE users SET reserved_usd = reserved_usd - :a WHERE id = :u"),
+                                   {"a": int(amount), "u": user_id})
+                if period is not None:
+                    await conn.execute(text(
+                        "UPDATE key_spend SET reserved_usd = reserved_usd - :a WHERE key_id = :k AND period = :p"),
+                        {"a": int(amount), "k": key_id, "p": period})
+                released += 1
+        return released

@@ -1,0 +1,113 @@
+"""Usage records: one per request, written in batches off the hot path.
+
+``record`` never blocks and never raises: it appends to a bounded buffer
+that a background task flushes every ``flush_interval_s`` (or at
+``batch_size`` records). A failed write is retried; on shutdown everything
+buffered is flushed. Only when the buffer is full (the database has been
+down for a long while) are the oldest records dropped, and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import insert
+
+from llm_gateway.db.engine import Database
+from llm_gateway.db.models import UsageRecord
+from llm_gateway.db.types import utcnow
+from llm_gateway.ids import new_id
+
+log = logging.getLogger("llm_gateway.usage")
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    request_id: str
+    model: str
+    endpoint: str  # "chat" | "embeddings" | "messages"
+    status: int
+    user_id: str | None = None
+    key_id: str | None = None
+    deployment: str | None = None
+    stream: bool = False
+    cache: str | None = None
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    id: str = field(default_factory=lambda: new_id("req"))
+
+
+class UsageWriter:
+    def __init__(
+        self, db: Database, *, flush_interval_s: float = 0.25, batch_size: int = 500, max_pending: int = 100_000
+    ) -> None:
+        self._db = db
+        self._interval = flush_interval_s
+        self._batch = batch_size
+        self._pending: deque[UsageEvent] = deque(maxlen=max_pending)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.dropped = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def record(self, event: UsageEvent) -> None:
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped += 1
+        self._pending.append(event)
+        if len(self._pending) >= self._batch:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def _run(self) -> None:
+        delay = self._interval
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            self._wake.clear()
+            try:
+                await self.flush()
+                delay = self._interval
+            except Exception as exc:
+                log.warning("usage records not written yet (%s); %d waiting", type(exc).__name__, self.pending)
+                delay = min(max(delay * 2, 0.5), 10.0)
+
+    async def flush(self) -> None:
+        """Write everything buffered now. Records go back to the buffer if the
+        write fails, so none is lost to a database hiccup."""
+        async with self._lock:
+            while self._pending:
+                batch = [self._pending.popleft() for _ in range(min(self._batch, len(self._pending)))]
+                try:
+                    async with self._db.session() as session:
+                        await session.execute(insert(UsageRecord), [asdict(e) for e in batch])
+                        await session.commit()
+                except BaseException:
+                    self._pending.extendleft(reversed(batch))
+                    raise
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            await self.flush()
+        except Exception as exc:
+            log.error("%d usage records could not be written at shutdown (%s)", self.pending, type(exc).__name__)
