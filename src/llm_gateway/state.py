@@ -19,6 +19,8 @@ from llm_gateway.auth.invalidation import InvalidationBus
 from llm_gateway.auth.principal import Principal
 from llm_gateway.auth.throttle import LoginThrottle
 from llm_gateway.auth.tokens import TokenService
+from llm_gateway.billing.ledger import Ledger
+from llm_gateway.billing.usage import UsageWriter
 from llm_gateway.db.engine import Database
 from llm_gateway.db.migrate import SchemaOutOfDate, ensure_schema
 from llm_gateway.ids import RequestIds
@@ -50,12 +52,15 @@ class GatewayState:
     db: Database
     auth: Authenticator
     throttle: LoginThrottle
+    ledger: Ledger
+    usage: UsageWriter
     redis: Any | None = None
     redis_listener: Any | None = None
     external: ExternalJWTVerifier | None = None
     started_at: int = field(default_factory=lambda: int(time.time()))
     ids: RequestIds = field(default_factory=RequestIds)
     _retry: asyncio.Task[None] | None = None
+    _sweeper: asyncio.Task[None] | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> GatewayState:
@@ -71,8 +76,12 @@ class GatewayState:
         external = ExternalJWTVerifier(settings.auth.external) if settings.auth.external else None
         auth = Authenticator(db, cache, bus, master_hash=master, tokens=tokens, external=external)
         throttle = LoginThrottle(redis)
+        ledger = Ledger(db)
+        usage = UsageWriter(db)
+        pipeline = Pipeline(router, ledger, usage)
         return cls(
-            settings, providers, router, Pipeline(router), db, auth, throttle, redis, listener, external=external
+            settings, providers, router, pipeline, db, auth, throttle, ledger, usage, redis, listener,
+            external=external,
         )
 
     async def start(self) -> None:
@@ -81,6 +90,8 @@ class GatewayState:
         if self.external is not None:
             await self.external.start()
         self.auth.bus.start()
+        self.usage.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         try:
             await ensure_schema(self.db)
             await self._load_secrets()
@@ -109,9 +120,23 @@ class GatewayState:
             except Exception:
                 continue
 
+    async def _sweep_forever(self, every_s: float = 30.0) -> None:
+        """Release reservations left by processes that died mid-request."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                released = await self.ledger.sweep()
+                if released:
+                    log.warning("released %d expired reservations", released)
+            except Exception as exc:
+                log.warning("reservation sweep failed (%s)", type(exc).__name__)
+
     async def aclose(self) -> None:
-        if self._retry is not None:
-            self._retry.cancel()
+        for task in (self._retry, self._sweeper):
+            if task is not None:
+                task.cancel()
+        await self.pipeline.drain()
+        await self.usage.aclose()
         await self.auth.aclose()
         await self.auth.bus.aclose()
         if self.external is not None:

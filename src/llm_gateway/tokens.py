@@ -34,3 +34,36 @@ def estimate_prompt(req: ChatRequest) -> int:
         if tool.parameters:
             total += estimate_text(str(tool.parameters))
     return total
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def prompt_upper_bound(req: ChatRequest) -> int:
+    """At least as many tokens as the prompt can have, for reservations: a
+    byte-level BPE token covers at least one byte, so UTF-8 bytes bound the
+    text; images and per-message framing get generous fixed allowances."""
+    total = 16
+    for m in req.messages:
+        total += 8
+        for p in m.content:
+            if isinstance(p, TextPart):
+                total += _utf8_len(p.text)
+            elif isinstance(p, ImagePart):
+                total += 2_000
+            else:
+                total += 2_000
+        for t in m.tool_calls:
+            total += _utf8_len(t.name) + _utf8_len(t.arguments) + 8
+    for tool in req.tools or ():
+        total += _utf8_len(tool.name) + _utf8_len(tool.description or "") + 16
+        if tool.parameters:
+            total += _utf8_len(str(tool.parameters))
+    if req.response_format is not None and req.response_format.schema:
+        total += _utf8_len(str(req.response_format.schema))
+    return total
+
+
+def embedding_upper_bound(inputs: list[str] | list[list[int]]) -> int:
+    return sum(_utf8_len(i) if isinstance(i, str) else len(i) for i in inputs)

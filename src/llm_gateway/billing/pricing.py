@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from llm_gateway.settings import Pricing
 from llm_gateway.types import Usage
@@ -34,3 +34,10 @@ def format_usd(amount: Decimal) -> str:
     if len(frac) < 6:
         frac = frac.ljust(6, "0")
     return f"{whole}.{frac}"
+
+
+def max_cost_usd(pricing: Pricing, prompt_tokens: int, output_tokens: int) -> Decimal:
+    """The most a request can cost: every prompt token at the (uncached) input
+    price and every allowed output token at the output price."""
+    total = (prompt_tokens * pricing.input_per_mtok + output_tokens * pricing.output_per_mtok) / _MILLION
+    return total.quantize(_QUANTUM, rounding=ROUND_CEILING)

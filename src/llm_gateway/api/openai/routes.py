@@ -44,6 +44,14 @@ def _headers(call: Call | None, rid: str) -> dict[str, str]:
     return headers
 
 
+def _cost_headers(call: Call, rid: str) -> dict[str, str]:
+    headers = _headers(call, rid)
+    cost = call.cost
+    if cost is not None:
+        headers["x-gateway-cost-usd"] = format_usd(cost)
+    return headers
+
+
 async def chat_completions(request: Request) -> Response:
     gw = _gateway(request)
     rid = request_id(request, gw.ids)
@@ -62,13 +70,12 @@ async def chat_completions(request: Request) -> Response:
             return SSEResponse(_sse(events, encoder), _headers(call, rid) | _SSE_HEADERS)  # type: ignore[return-value]
         result = await gw.pipeline.chat(req, call)
     except GatewayError as exc:
+        if call is not None and not call.stream:
+            gw.pipeline.finish(call, exc.status_code)
         return error_response(exc, _headers(call, rid))
     body = result.body if isinstance(result, RawChat) else orjson.dumps(encode_chat_response(result))
-    headers = _headers(call, rid)
-    cost = call.cost
-    if cost is not None:
-        headers["x-gateway-cost-usd"] = format_usd(cost)
-    return JSONBytes(body, headers=headers)
+    gw.pipeline.finish(call, 200)
+    return JSONBytes(body, headers=_cost_headers(call, rid))
 
 
 async def _sse(events: AsyncIterator[Any], encoder: ChunkEncoder) -> AsyncIterator[bytes]:
@@ -101,13 +108,12 @@ async def embeddings(request: Request) -> Response:
         call = Call(rid, req.model, principal)
         result = await gw.pipeline.embed(req, call)
     except GatewayError as exc:
+        if call is not None:
+            gw.pipeline.finish(call, exc.status_code)
         return error_response(exc, _headers(call, rid))
     body = result.body if isinstance(result, RawEmbedding) else orjson.dumps(encode_embedding_response(result))
-    headers = _headers(call, rid)
-    cost = call.cost
-    if cost is not None:
-        headers["x-gateway-cost-usd"] = format_usd(cost)
-    return JSONBytes(body, headers=headers)
+    gw.pipeline.finish(call, 200)
+    return JSONBytes(body, headers=_cost_headers(call, rid))
 
 
 def _model_object(gw: GatewayState, name: str) -> dict[str, Any]:
