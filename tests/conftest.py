@@ -58,6 +58,9 @@ def gateway_config(fake_urls: dict[str, str], database_url: str) -> dict[str, An
     ]
     pricing = {"input_per_mtok": "0.15", "output_per_mtok": "0.60", "cached_input_per_mtok": "0.075"}
     models: list[dict[str, Any]] = [
+        # Priced so that a few cents cover a few requests: money tests.
+        {"name": "pricey", "deployments": [{"provider": "oai", "model": "gpt-4o-mini"}],
+         "pricing": {"input_per_mtok": "1000", "output_per_mtok": "2000"}, "max_output_tokens": 50},
         {"name": "gpt-test", "deployments": [{"provider": "oai", "model": "gpt-4o-mini"}], "pricing": pricing},
         {"name": "compat-test", "deployments": [{"provider": "compat", "model": "llama-3"}]},
         {"name": "badkey-test", "deployments": [{"provider": "oai-badkey", "model": "gpt-4o-mini"}]},
