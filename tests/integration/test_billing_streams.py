@@ -105,3 +105,29 @@ def test_insufficient_balance_is_402_before_calling_the_provider(money_stack: St
     ok = httpx.post(f"{money_stack.url}/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
                     json={"model": "mock", "messages": [{"role": "user", "content": "hello"}]}, timeout=10)
     assert ok.status_code == 200
+
+
+def test_money_costs_two_statements_per_request_on_postgresql(money_stack: Stack) -> None:
+    if not money_stack.database_url.startswith("postgresql"):
+        pytest.skip("the round-trip budget is PostgreSQL's; SQLite has no network round trips")
+    from sqlalchemy import event
+
+    user_id, key = _funded_key(money_stack)
+    headers = {"authorization": f"Bearer {key}"}
+    body = {"model": "pricey", "messages": [{"role": "user", "content": "hello"}]}
+    assert httpx.post(f"{money_stack.url}/v1/chat/completions", json=body, headers=headers).status_code == 200
+    time.sleep(0.3)  # let the warm-up's background writes finish
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "usage_records" not in statement:  # written in batches, off the request path
+            statements.append(statement.split()[0])
+
+    engine = money_stack.app.state.gateway.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        resp = httpx.post(f"{money_stack.url}/v1/chat/completions", json=body, headers=headers)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert resp.status_code == 200
+    assert statements == ["WITH", "WITH"], statements  # one to reserve, one to settle
