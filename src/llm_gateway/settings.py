@@ -169,6 +169,8 @@ class Settings(_Strict):
     redis_url: str | None = None
     master_key: str = ""
     max_request_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    # Usage records are written in batches this often (and at shutdown).
+    usage_flush_interval_s: float = Field(default=0.25, gt=0, le=300)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     providers: list[ProviderSettings] = Field(default_factory=list)
     models: list[ModelSettings] = Field(default_factory=list)
@@ -215,7 +217,7 @@ class Settings(_Strict):
 # ---------------------------------------------------------------- loading
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_OVERRIDABLE = ("database_url", "redis_url", "master_key", "max_request_bytes")
+_OVERRIDABLE = ("database_url", "redis_url", "master_key", "max_request_bytes", "usage_flush_interval_s")
 
 MOCK_PROVIDER: dict[str, Any] = {"name": "mock", "kind": "mock"}
 MOCK_MODEL: dict[str, Any] = {

@@ -77,7 +77,7 @@ class GatewayState:
         auth = Authenticator(db, cache, bus, master_hash=master, tokens=tokens, external=external)
         throttle = LoginThrottle(redis)
         ledger = Ledger(db)
-        usage = UsageWriter(db)
+        usage = UsageWriter(db, flush_interval_s=settings.usage_flush_interval_s)
         pipeline = Pipeline(router, ledger, usage)
         return cls(
             settings, providers, router, pipeline, db, auth, throttle, ledger, usage, redis, listener,
