@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from llm_gateway import __version__
-from llm_gateway.api import admin, health, login, me
+from llm_gateway.api import admin, billing, health, login, me
 from llm_gateway.api.openai import routes as openai_routes
 from llm_gateway.api.openai.schemas import OPENAPI_PATHS, OPENAPI_SCHEMAS
 from llm_gateway.api.responses import install_error_handlers
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(me.router)
+    app.include_router(billing.router)
     app.include_router(login.router)
 
     def openapi() -> dict[str, Any]:

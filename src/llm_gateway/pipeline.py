@@ -142,7 +142,9 @@ class Pipeline:
         now = time.perf_counter()
         principal = call.principal
         self.usage.record(UsageEvent(
-            request_id=call.request_id, model=call.model, endpoint=call.endpoint, status=status,
+            # The model name is the client's and not yet validated: bound it to its column.
+            request_id=call.request_id, model=call.model[:200].replace("\x00", ""), endpoint=call.endpoint,
+            status=status,
             user_id=principal.user_id, key_id=principal.key_id, deployment=call.deployment, stream=call.stream,
             cache="BYPASS", input_tokens=usage.input_tokens, cached_input_tokens=usage.cached_input_tokens,
             output_tokens=usage.output_tokens,

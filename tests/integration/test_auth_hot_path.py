@@ -58,4 +58,5 @@ def test_concurrent_first_uses_share_one_lookup(db_stack: Stack) -> None:
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert codes == [200] * 64
-    assert 1 <= len(lookups) <= 2, len(lookups)  # one load (plus at most one background refresh)
+    # One load, plus a background refresh for each half-second the burst lasts: never one per request.
+    assert 1 <= len(lookups) <= 4, len(lookups)

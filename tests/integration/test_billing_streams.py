@@ -93,7 +93,7 @@ def test_stream_failing_before_first_byte_is_not_charged(money_stack: Stack) -> 
 
 
 def test_insufficient_balance_is_402_before_calling_the_provider(money_stack: Stack) -> None:
-    user_id, key = _funded_key(money_stack, amount="0.001")
+    _user_id, key = _funded_key(money_stack, amount="0.001")
     before = len(money_stack.requests_to("openai"))
     resp = httpx.post(f"{money_stack.url}/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
                       json={"model": "pricey", "messages": [{"role": "user", "content": "hello"}]}, timeout=10)
@@ -112,7 +112,7 @@ def test_money_costs_two_statements_per_request_on_postgresql(money_stack: Stack
         pytest.skip("the round-trip budget is PostgreSQL's; SQLite has no network round trips")
     from sqlalchemy import event
 
-    user_id, key = _funded_key(money_stack)
+    _user_id, key = _funded_key(money_stack)
     headers = {"authorization": f"Bearer {key}"}
     body = {"model": "pricey", "messages": [{"role": "user", "content": "hello"}]}
     assert httpx.post(f"{money_stack.url}/v1/chat/completions", json=body, headers=headers).status_code == 200

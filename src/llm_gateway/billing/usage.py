@@ -18,6 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import insert
+from sqlalchemy.exc import DataError, IntegrityError
 
 from llm_gateway.db.engine import Database
 from llm_gateway.db.models import UsageRecord
@@ -95,12 +96,26 @@ class UsageWriter:
             while self._pending:
                 batch = [self._pending.popleft() for _ in range(min(self._batch, len(self._pending)))]
                 try:
-                    async with self._db.session() as session:
-                        await session.execute(insert(UsageRecord), [asdict(e) for e in batch])
-                        await session.commit()
+                    await self._write(batch)
+                except (DataError, IntegrityError):
+                    await self._write_one_by_one(batch)  # a bad row must not block the rest
                 except BaseException:
                     self._pending.extendleft(reversed(batch))
                     raise
+
+    async def _write(self, batch: list[UsageEvent]) -> None:
+        async with self._db.session() as session:
+            await session.execute(insert(UsageRecord), [asdict(e) for e in batch])
+            await session.commit()
+
+    async def _write_one_by_one(self, batch: list[UsageEvent]) -> None:
+        for event in batch:
+            try:
+                await self._write([event])
+            except (DataError, IntegrityError) as exc:
+                self.dropped += 1
+                log.error("usage record %s rejected by the database (%s); dropped", event.request_id,
+                          type(exc).__name__)
 
     async def aclose(self) -> None:
         if self._task is not None:

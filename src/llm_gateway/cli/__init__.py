@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", parents=[config], help="create or upgrade the database schema (safe to repeat)")
     migrate.set_defaults(func=_lazy("accounts", "migrate"))
 
-    users = sub.add_parser("users", help="create, list, disable and enable users").add_subparsers(
+    users = sub.add_parser("users", help="create, credit, list, disable and enable users").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     create = users.add_parser("create", parents=[config], help="create a user; prints its id")
     create.add_argument("--email", required=True)
@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", choices=["user", "admin"], default=None)
     _limits(create)
     create.set_defaults(func=_lazy("accounts", "users_create"))
+    credit = users.add_parser("credit", parents=[config],
+                              help="add credit (or, negative, take it away); prints the transaction and balance")
+    credit.add_argument("--user", required=True, help="user id or email")
+    credit.add_argument("--amount", required=True, metavar="USD", help="e.g. 10.00; negative for an adjustment")
+    credit.add_argument("--note", metavar="N", help="shown in the user's ledger")
+    credit.add_argument("--idempotency-key", metavar="K", help="running the command again with K changes nothing")
+    credit.set_defaults(func=_lazy("accounts", "users_credit"))
     listing = users.add_parser("list", parents=[config], help="list users, newest first")
     listing.add_argument("--json", action="store_true", help="one JSON user object a line")
     listing.set_defaults(func=_lazy("accounts", "users_list"))

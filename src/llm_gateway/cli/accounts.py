@@ -166,6 +166,45 @@ def users_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def users_credit(args: argparse.Namespace) -> int:
+    """Through the ledger, like ``POST /admin/users/{id}/credits``: exact,
+    never below zero, and a repeat with the same ``--idempotency-key`` is a
+    no-op that prints the first transaction again."""
+    from llm_gateway.api.billing import MAX_IDEMPOTENCY_KEY, NewCredit
+    from llm_gateway.billing.ledger import Entry, Ledger
+    from llm_gateway.billing.pricing import format_usd
+
+    settings = load_settings(args.config)
+    try:
+        spec = _validated(NewCredit, {"amount_usd": args.amount, "note": args.note})
+    except CliError as exc:
+        raise CliError(str(exc).replace("--amount-usd", "--amount")) from None
+    idempotency_key = args.idempotency_key or None
+    if idempotency_key is not None and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        raise CliError(f"--idempotency-key: at most {MAX_IDEMPOTENCY_KEY} characters")
+
+    async def run() -> tuple[str, Entry, bool]:
+        db = Database(settings.database_url)
+        try:
+            await schema.ensure_schema(db)
+            async with db.session() as session:
+                user_id = (await accounts.find_user(session, args.user)).id
+            entry, created = await Ledger(db).credit(
+                user_id, spec.amount_usd, note=spec.note, idempotency_key=idempotency_key)
+            return user_id, entry, created
+        finally:
+            await db.aclose()
+
+    user_id, entry, created = _run_coroutine(settings, run())
+    print(entry.id)
+    print(f"{entry.kind}: {format_usd(entry.amount_usd)} USD to {user_id}")
+    print(f"balance_usd: {format_usd(entry.balance_after_usd)}")
+    if not created:
+        print("This idempotency key was used before: nothing changed; the balance shown is the one right "
+              "after that transaction.", file=sys.stderr)
+    return 0
+
+
 def users_list(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
 

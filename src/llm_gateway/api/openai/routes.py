@@ -70,7 +70,7 @@ async def chat_completions(request: Request) -> Response:
             return SSEResponse(_sse(events, encoder), _headers(call, rid) | _SSE_HEADERS)  # type: ignore[return-value]
         result = await gw.pipeline.chat(req, call)
     except GatewayError as exc:
-        if call is not None and not call.stream:
+        if call is not None:  # (a stream that had started records itself when it ends)
             gw.pipeline.finish(call, exc.status_code)
         return error_response(exc, _headers(call, rid))
     body = result.body if isinstance(result, RawChat) else orjson.dumps(encode_chat_response(result))
