@@ -137,6 +137,7 @@ class GatewayState:
                 task.cancel()
         await self.pipeline.drain()
         await self.usage.aclose()
+        self.ledger.close()
         await self.auth.aclose()
         await self.auth.bus.aclose()
         if self.external is not None:

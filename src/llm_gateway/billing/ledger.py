@@ -24,9 +24,10 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, text
-from sqlalchemy.engine import Result
+from sqlalchemy.engine import Result, make_url
 from sqlalchemy.exc import IntegrityError
 
+from llm_gateway.billing import sqlite_money
 from llm_gateway.db.engine import Database
 from llm_gateway.db.types import NANOS_PER_USD, UTCDateTime, utcnow
 from llm_gateway.errors import Conflict, InsufficientQuota, InvalidRequest, NotFound
@@ -122,6 +123,12 @@ class Ledger:
         self.ttl = timedelta(seconds=reservation_ttl_s)
         self._pg = db.dialect == "postgresql"
         self._auto = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        path = make_url(db.url).database if db.is_sqlite else None
+        self._sqlite = sqlite_money.SQLiteWriter(path) if path and path != ":memory:" else None
+
+    def close(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
 
     # ----------------------------------------------------------- reserve
 
@@ -141,6 +148,15 @@ class Ledger:
             async with self._auto.connect() as conn:
                 if (await conn.execute(_PG_RESERVE, params)).first() is None:
                     raise _insufficient()
+            return hold
+        if self._sqlite is not None:
+            try:
+                await self._sqlite.run(
+                    sqlite_money.reserve, hold.id, user_id, key_id, period, amt,
+                    to_nanos(budget_usd) if budget_usd is not None else None,
+                    sqlite_money.sqlite_time(now + self.ttl), sqlite_money.sqlite_time(now))
+            except sqlite_money.Refused as refused:
+                raise _budget_exceeded() if refused.reason == "budget" else _insufficient() from None
             return hold
         async with self.db.engine.begin() as conn:
             # The first statement writes, so SQLite takes its lock now (no
@@ -180,6 +196,11 @@ class Ledger:
             async with self._auto.connect() as conn:
                 row = (await conn.execute(_PG_SETTLE, params)).first()
             return from_nanos(row[0]) if row is not None else Decimal(0)
+        if self._sqlite is not None:
+            charged_n = await self._sqlite.run(
+                sqlite_money.settle, hold.id, hold.user_id, hold.key_id, cost_n, params["lid"], request_id,
+                sqlite_money.sqlite_time(now))
+            return from_nanos(charged_n)
         async with self.db.engine.begin() as conn:
             gone = (await conn.execute(text(
                 "DELETE FROM reservations WHERE id = :rid RETURNING amount_usd, key_id, period"), params)).first()
