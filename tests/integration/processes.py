@@ -18,7 +18,9 @@ from tests.fakes.server import free_port
 
 
 @contextmanager
-def gateway_process(config: dict[str, Any], folder: Path, name: str, workers: int = 1) -> Iterator[str]:
+def gateway_process(
+    config: dict[str, Any], folder: Path, name: str, workers: int = 1, log_level: str = "warning"
+) -> Iterator[str]:
     """Start ``llm-gateway serve`` with ``config``; yield its base URL."""
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -27,7 +29,7 @@ def gateway_process(config: dict[str, Any], folder: Path, name: str, workers: in
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "llm_gateway.cli", "serve", "--config", str(path), "--port", str(port),
-         "--workers", str(workers), "--log-level", "warning"],
+         "--workers", str(workers), "--log-level", log_level],
         stdout=log, stderr=subprocess.STDOUT, cwd=folder, env=env,
     )
     url = f"http://127.0.0.1:{port}"
