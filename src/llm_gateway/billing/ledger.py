@@ -2,8 +2,8 @@
 concurrency, on any number of processes and instances.
 
 Every amount is an integer count of nano-dollars in the database. The
-invariants, kept by single atomic statements (PostgreSQL) or by transactions
-that begin with a write and so hold SQLite's lock from their first step:
+invariants, kept by single atomic statements (PostgreSQL) or by ``BEGIN
+IMMEDIATE`` transactions on one writer thread (SQLite, ``sqlite_money``):
 
 - ``reserved_usd`` is the sum of the user's open reservations, and
   ``balance_usd - reserved_usd >= 0`` always: a reservation is taken only if
@@ -123,8 +123,12 @@ class Ledger:
         self.ttl = timedelta(seconds=reservation_ttl_s)
         self._pg = db.dialect == "postgresql"
         self._auto = db.engine.execution_options(isolation_level="AUTOCOMMIT")
-        path = make_url(db.url).database if db.is_sqlite else None
-        self._sqlite = sqlite_money.SQLiteWriter(path) if path and path != ":memory:" else None
+        self._sqlite: sqlite_money.SQLiteWriter | None = None
+        if db.is_sqlite:
+            path = make_url(db.url).database
+            if not path or path == ":memory:":
+                raise ValueError("billing needs a SQLite database file, not an in-memory database")
+            self._sqlite = sqlite_money.SQLiteWriter(path)
 
     def close(self) -> None:
         if self._sqlite is not None:
@@ -159,8 +163,8 @@ class Ledger:
                 raise _budget_exceeded() if refused.reason == "budget" else _insufficient() from None
             return hold
         async with self.db.engine.begin() as conn:
-            # The first statement writes, so SQLite takes its lock now (no
-            # read-then-upgrade deadlock); PostgreSQL locks users → key_spend.
+            # A budgeted key on PostgreSQL: one short transaction that locks
+            # users → key_spend, the order settlement uses too.
             taken = await conn.execute(text(
                 "UPDATE users SET reserved_usd = reserved_usd + :amt "
                 "WHERE id = :uid AND balance_usd - reserved_usd >= :amt"), params)
@@ -196,35 +200,11 @@ class Ledger:
             async with self._auto.connect() as conn:
                 row = (await conn.execute(_PG_SETTLE, params)).first()
             return from_nanos(row[0]) if row is not None else Decimal(0)
-        if self._sqlite is not None:
-            charged_n = await self._sqlite.run(
-                sqlite_money.settle, hold.id, hold.user_id, hold.key_id, cost_n, params["lid"], request_id,
-                sqlite_money.sqlite_time(now))
-            return from_nanos(charged_n)
-        async with self.db.engine.begin() as conn:
-            gone = (await conn.execute(text(
-                "DELETE FROM reservations WHERE id = :rid RETURNING amount_usd, key_id, period"), params)).first()
-            held = int(gone[0]) if gone is not None else 0
-            cur = (await conn.execute(text(
-                "SELECT balance_usd, reserved_usd FROM users WHERE id = :uid"), params)).first()
-            if cur is None:
-                return Decimal(0)
-            charged = max(0, min(cost_n, int(cur[0]) - int(cur[1]) + held))
-            await conn.execute(text(
-                "UPDATE users SET balance_usd = balance_usd - :charged, reserved_usd = reserved_usd - :held "
-                "WHERE id = :uid"), params | {"charged": charged, "held": held})
-            if gone is not None and gone[2] is not None:
-                await conn.execute(text(
-                    "UPDATE key_spend SET spent_usd = spent_usd + :charged, reserved_usd = reserved_usd - :held "
-                    "WHERE key_id = :k AND period = :p"),
-                    {"charged": charged, "held": held, "k": gone[1], "p": gone[2]})
-            if charged > 0:
-                await conn.execute(text(
-                    "INSERT INTO ledger_entries (id, user_id, kind, amount_usd, balance_after_usd, request_id, "
-                    "key_id, created_at) VALUES (:lid, :uid, 'charge', :neg, :after, :req, :kid, :now)"
-                ).bindparams(bindparam("now", type_=_TS)),
-                    params | {"neg": -charged, "after": int(cur[0]) - charged})
-        return from_nanos(charged)
+        assert self._sqlite is not None
+        charged_n = await self._sqlite.run(
+            sqlite_money.settle, hold.id, hold.user_id, hold.key_id, cost_n, params["lid"], request_id,
+            sqlite_money.sqlite_time(now))
+        return from_nanos(charged_n)
 
     # ------------------------------------------------------------ credit
 
