@@ -46,7 +46,7 @@ class Invalidator(Protocol):
 # ---------------------------------------------------------------- validation
 
 
-def _storable(value: str) -> str:
+def storable(value: str) -> str:
     """PostgreSQL refuses NUL in text and nobody can encode a lone surrogate:
     refuse both here (400) rather than fail in the driver (500)."""
     if "\x00" in value:
@@ -59,7 +59,7 @@ def _storable(value: str) -> str:
 
 
 def _email(value: str) -> str:
-    value = _storable(value).strip()
+    value = storable(value).strip()
     local, at, domain = value.partition("@")
     if not at or not local or not domain or "@" in domain:
         raise ValueError("must be an email address like name@example.com")
@@ -69,13 +69,13 @@ def _email(value: str) -> str:
 
 
 def _model_name(value: str) -> str:
-    if not _storable(value).strip():
+    if not storable(value).strip():
         raise ValueError("model names must not be blank")
     return value
 
 
 def _text(value: str) -> str:
-    return _storable(value)
+    return storable(value)
 
 
 Email = Annotated[str, Field(strict=True, min_length=3, max_length=MAX_EMAIL), AfterValidator(_email)]

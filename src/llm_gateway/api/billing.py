@@ -52,17 +52,6 @@ def _non_zero(value: Decimal) -> Decimal:
     return value
 
 
-def _storable(value: str) -> str:
-    """What PostgreSQL can store and UTF-8 can encode (400, not a driver's 500)."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
-    return value
-
-
 AmountUSD = Annotated[
     Decimal,
     BeforeValidator(_amount),
@@ -78,7 +67,7 @@ class NewCredit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount_usd: AmountUSD
-    note: Annotated[str, Field(strict=True, max_length=MAX_NOTE), AfterValidator(_storable)] | None = None
+    note: Annotated[str, Field(strict=True, max_length=MAX_NOTE), AfterValidator(accounts.storable)] | None = None
 
 
 # ---------------------------------------------------------------- outputs
@@ -197,7 +186,7 @@ def _model_filter(value: str | None) -> str | None:
     if not value:
         return None
     try:
-        return _storable(value)
+        return accounts.storable(value)
     except ValueError as exc:
         raise InvalidRequest(f"model: {exc}.", code="invalid_value", param="model") from None
 

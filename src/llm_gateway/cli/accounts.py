@@ -33,6 +33,7 @@ from llm_gateway.errors import GatewayError
 from llm_gateway.settings import Settings, load_settings
 
 T = TypeVar("T")
+R = TypeVar("R")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -127,6 +128,18 @@ def _models(value: str | None) -> list[str] | None:
     return None if value is None else [m.strip() for m in value.split(",") if m.strip()]
 
 
+async def _all_pages(fetch: Callable[[str | None], Awaitable[tuple[Sequence[R], bool]]]) -> list[R]:
+    """Every row of a newest-first, ``after``-paged listing."""
+    rows: list[R] = []
+    after: str | None = None
+    while True:
+        page, more = await fetch(after)
+        rows.extend(page)
+        if not more or not page:
+            return rows
+        after = page[-1].id  # type: ignore[attr-defined]
+
+
 def _print_json(item: BaseModel) -> None:
     print(json.dumps(item.model_dump(mode="json")))
 
@@ -209,14 +222,8 @@ def users_list(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
 
     async def everyone(session: AsyncSession, _: Invalidator) -> list[UserOut]:
-        found: list[UserOut] = []
-        after: str | None = None
-        while True:
-            page, more = await accounts.list_users(session, 100, after)
-            found.extend(UserOut.of(u) for u in page)
-            if not more or not page:
-                return found
-            after = page[-1].id
+        rows = await _all_pages(lambda after: accounts.list_users(session, 100, after))
+        return [UserOut.of(u) for u in rows]
 
     users = _run(settings, everyone)
     if args.json:
@@ -294,14 +301,8 @@ def keys_list(args: argparse.Namespace) -> int:
 
     async def run(session: AsyncSession, _: Invalidator) -> list[KeyOut]:
         user_id = (await accounts.find_user(session, args.user)).id if args.user else None
-        found: list[KeyOut] = []
-        after: str | None = None
-        while True:
-            page, more = await accounts.list_keys(session, user_id, 100, after)
-            found.extend(KeyOut.of(k) for k in page)
-            if not more or not page:
-                return found
-            after = page[-1].id
+        rows = await _all_pages(lambda after: accounts.list_keys(session, user_id, 100, after))
+        return [KeyOut.of(k) for k in rows]
 
     keys = _run(settings, run)
     if args.json:
