@@ -30,6 +30,7 @@ from llm_gateway.billing.usage import UsageEvent, UsageWriter
 from llm_gateway.errors import GatewayError, UpstreamError
 from llm_gateway.providers.base import ChatResult, ChunkOrEvent, EmbeddingResult, RawChat, RawChunk, RawEmbedding
 from llm_gateway.routing.router import Route, Router
+from llm_gateway.settings import ModelSettings
 from llm_gateway.tokens import embedding_upper_bound, estimate_prompt, estimate_text, prompt_upper_bound
 from llm_gateway.types import (
     ChatRequest,
@@ -95,19 +96,46 @@ class Pipeline:
         self.usage = usage
         self._background: set[asyncio.Task[None]] = set()
 
-    def _route(self, model_name: str, call: Call) -> Route:
+    def _resolve(self, model_name: str, call: Call) -> ModelSettings:
         model = self.router.resolve(model_name)
         call.principal.check_model(model.name)
-        call.route = self.router.choose(model)
-        return call.route
+        return model
+
+    # ----------------------------------------------------- provider calls
+    # Route choice and the call itself; ``call.route`` is the deployment
+    # that served (or last failed).
+
+    async def _call_chat(self, req: ChatRequest, model: ModelSettings, call: Call) -> ChatResult:
+        route = call.route = self.router.choose(model)
+        return await route.provider.chat(req, route.target, call.request_id)
+
+    async def _open_stream(
+        self, req: ChatRequest, model: ModelSettings, call: Call
+    ) -> tuple[ChunkOrEvent, AsyncIterator[ChunkOrEvent]]:
+        """Open the stream and wait for its first event."""
+        route = call.route = self.router.choose(model)
+        events = await route.provider.chat_stream(req, route.target, call.request_id)
+        try:
+            first = await anext(events)
+        except StopAsyncIteration:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise UpstreamError(f"The {route.provider.name} provider sent an empty stream.") from None
+        except BaseException:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise
+        return first, events
+
+    async def _call_embed(self, req: EmbeddingRequest, model: ModelSettings, call: Call) -> EmbeddingResult:
+        route = call.route = self.router.choose(model)
+        return await route.provider.embed(req, route.target, call.request_id)
 
     # -------------------------------------------------------------- money
 
-    async def _reserve(self, call: Call, prompt_tokens: int, output_tokens: int) -> None:
+    async def _reserve(self, call: Call, model: ModelSettings, prompt_tokens: int, output_tokens: int) -> None:
         principal = call.principal
-        if principal.user_id is None or call.route is None:
+        if principal.user_id is None:
             return  # the master key is charged to nobody
-        amount = max_cost_usd(call.route.model.pricing, prompt_tokens, output_tokens)
+        amount = max_cost_usd(model.pricing, prompt_tokens, output_tokens)
         if amount <= 0 and principal.budget_usd is None:
             return  # a model priced at zero needs no balance
         call.hold = await self.ledger.reserve(
@@ -161,11 +189,11 @@ class Pipeline:
     # --------------------------------------------------------------- chat
 
     async def chat(self, req: ChatRequest, call: Call) -> ChatResult:
-        route = self._route(req.model, call)
-        await self._reserve(call, prompt_upper_bound(req), (req.max_tokens or route.model.max_output_tokens)
+        model = self._resolve(req.model, call)
+        await self._reserve(call, model, prompt_upper_bound(req), (req.max_tokens or model.max_output_tokens)
                             * (req.n or 1))
         try:
-            result = await route.provider.chat(req, route.target, call.request_id)
+            result = await self._call_chat(req, model, call)
         except BaseException:
             await self._settle_detached(call)  # nothing produced: release, charge nothing
             raise
@@ -179,18 +207,11 @@ class Pipeline:
         """Open the stream and wait for its first event, so that a failure
         before any byte reaches the client is still a plain HTTP error."""
         call.stream = True
-        route = self._route(req.model, call)
-        await self._reserve(call, prompt_upper_bound(req), (req.max_tokens or route.model.max_output_tokens)
+        model = self._resolve(req.model, call)
+        await self._reserve(call, model, prompt_upper_bound(req), (req.max_tokens or model.max_output_tokens)
                             * (req.n or 1))
         try:
-            events = await route.provider.chat_stream(req, route.target, call.request_id)
-            try:
-                first = await anext(events)
-            except StopAsyncIteration:
-                raise UpstreamError(f"The {route.provider.name} provider sent an empty stream.") from None
-            except BaseException:
-                await events.aclose()  # type: ignore[attr-defined]
-                raise
+            first, events = await self._open_stream(req, model, call)
         except BaseException:
             await self._settle_detached(call)
             raise
@@ -234,10 +255,10 @@ class Pipeline:
 
     async def embed(self, req: EmbeddingRequest, call: Call) -> EmbeddingResult:
         call.endpoint = "embeddings"
-        route = self._route(req.model, call)
-        await self._reserve(call, embedding_upper_bound(req.inputs), 0)
+        model = self._resolve(req.model, call)
+        await self._reserve(call, model, embedding_upper_bound(req.inputs), 0)
         try:
-            result = await route.provider.embed(req, route.target, call.request_id)
+            result = await self._call_embed(req, model, call)
         except BaseException:
             await self._settle_detached(call)
             raise
