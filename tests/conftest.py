@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,14 +92,24 @@ def gateway_config(fake_urls: dict[str, str], database_url: str) -> dict[str, An
         models.append({"name": "gemini-badkey", "deployments": [{"provider": "gem-bad", "model": "gemini-x"}]})
         models.append({"name": "gemini-emb", "mode": "embedding",
                        "deployments": [{"provider": "gem", "model": "gemini-embedding-001"}]})
+    # Limits and the cache have tests of their own (tests/*/test_limits*, test_cache*); elsewhere
+    # identical requests must each reach the upstream and be charged.
+    # Retries and circuit breakers too (test_fault_tolerance*, test_fallbacks*): here each
+    # steered failure is one upstream call, and failing on purpose never opens a circuit.
     return {"max_request_bytes": 65536, "providers": providers, "models": models, "database_url": database_url,
-            "master_key": MASTER_KEY}
+            "master_key": MASTER_KEY, "limits": {"default_user": {"rpm": None, "tpm": None}},
+            "cache": {"enabled": False},
+            "routing": {"retries": 0, "circuit_breaker": {"failure_threshold": 1_000_000}}}
 
 
 @contextmanager
-def running_stack(folder: Path, database_url: str, extra: dict[str, Any] | None = None) -> Iterator[Stack]:
+def running_stack(
+    folder: Path, database_url: str, extra: dict[str, Any] | None = None,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[Stack]:
     """Fake upstreams and a gateway wired to them, on ``database_url``;
-    ``extra`` is merged into the gateway's config (top-level keys replace)."""
+    ``extra`` is merged into the gateway's config (top-level keys replace);
+    ``edit`` may change the finished config in place."""
     fakes: dict[str, Any] = {"openai": openai_server.create_app()}
     for name in ("anthropic", "gemini"):
         if has_fake(name):
@@ -108,6 +118,8 @@ def running_stack(folder: Path, database_url: str, extra: dict[str, Any] | None 
     servers = {name: serve_in_thread(app) for name, app in fakes.items()}
     config = folder / "gateway.yaml"
     data = gateway_config({n: s.url for n, s in servers.items()}, database_url) | (extra or {})
+    if edit is not None:
+        edit(data)
     config.write_text(yaml.safe_dump(data))
     app = create_app(load_settings(config, env={}))
     gateway = serve_in_thread(app)

@@ -3,6 +3,13 @@
     authenticate → limit → cache → reserve funds → route → call →
     stream/return → settle → observe
 
+Limits: every rate limit that applies is taken at once before anything
+else (429 when one refuses); the tokens admitted from the estimate are
+corrected from the real usage when the request ends. Cache: a hit is
+answered without reserving or calling anything (and costs nothing unless
+``cache.charge_hits``); a streamed request replays a stored answer as
+chunks; an answer is stored only once it is complete.
+
 Authentication happens in the API layer (it knows the credential's
 transport); this module puts the rest in order. Money: before the provider
 is called the most the request can cost is reserved (402 when it does not
@@ -17,17 +24,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import orjson
 
+from llm_gateway.api.openai.encode import encode_chat_response, encode_embedding_response
 from llm_gateway.auth.principal import Principal
 from llm_gateway.billing.ledger import Hold, Ledger
 from llm_gateway.billing.pricing import cost_usd, max_cost_usd
 from llm_gateway.billing.usage import UsageEvent, UsageWriter
+from llm_gateway.cache import Entry, ResponseCache, StreamAssembler, cache_key, replay_chunks
 from llm_gateway.errors import GatewayError, UpstreamError
+from llm_gateway.limits import Admission, Limiter
+from llm_gateway.observability.observer import Observer
 from llm_gateway.providers.base import ChatResult, ChunkOrEvent, EmbeddingResult, RawChat, RawChunk, RawEmbedding
 from llm_gateway.routing.router import Route, Router
 from llm_gateway.settings import ModelSettings
@@ -62,16 +74,36 @@ class Call:
     hold: Hold | None = None
     charged: Decimal | None = None
     status: int = 200
+    attempts: int = 0  # provider calls made (retries and fallbacks included)
+    model_settings: ModelSettings | None = None
+    admission: Admission | None = None
+    # use | refresh (Cache-Control: no-cache: do not read, do store) | off
+    cache_mode: str = "use"
+    cache: str = "BYPASS"  # HIT | MISS | BYPASS, as in x-gateway-cache
+    cache_key: str | None = None
+    cached_deployment: str | None = None
 
     @property
     def deployment(self) -> str | None:
-        return self.route.label if self.route else None
+        return self.route.label if self.route else self.cached_deployment
+
+    @property
+    def limited_scope(self) -> str | None:
+        """The limit that refused this request (key, user, model, global)."""
+        return self.admission.refused_scope if self.admission else None
 
     @property
     def cost(self) -> Decimal | None:
-        if self.route is None or self.usage is None:
+        model = self.route.model if self.route else self.model_settings
+        if model is None or self.usage is None:
             return None
-        return cost_usd(self.route.model.pricing, self.usage)
+        return cost_usd(model.pricing, self.usage)
+
+
+def _admission_tokens(req: ChatRequest) -> int:
+    """What a request is admitted for against token limits: the prompt's
+    estimate plus the answer it may ask for; the real usage corrects it."""
+    return estimate_prompt(req) + (req.max_tokens or 0) * (req.n or 1)
 
 
 def _estimated_usage(req: ChatRequest, result: ChatResult) -> Usage:
@@ -90,44 +122,119 @@ def _estimated_usage(req: ChatRequest, result: ChatResult) -> Usage:
 
 
 class Pipeline:
-    def __init__(self, router: Router, ledger: Ledger, usage: UsageWriter) -> None:
+    def __init__(
+        self, router: Router, ledger: Ledger, usage: UsageWriter, limiter: Limiter, cache: ResponseCache
+    ) -> None:
         self.router = router
         self.ledger = ledger
         self.usage = usage
+        self.limiter = limiter
+        self.cache = cache
         self._background: set[asyncio.Task[None]] = set()
 
     def _resolve(self, model_name: str, call: Call) -> ModelSettings:
         model = self.router.resolve(model_name)
         call.principal.check_model(model.name)
+        call.model_settings = model
         return model
+
+    # ------------------------------------------------- limits and cache
+
+    async def _admit(self, call: Call, model: ModelSettings, tokens: int) -> None:
+        call.admission = await self.limiter.admit(call.principal, model, tokens)
+        if call.admission is not None and not call.admission.allowed:
+            raise call.admission.error()
+
+    async def _lookup(self, call: Call, endpoint: str, body: dict[str, Any] | None) -> Entry | None:
+        """The stored answer for this request, if the cache may serve it."""
+        if not self.cache.enabled or call.cache_mode == "off" or body is None:
+            return None
+        scope = "*" if self.cache.global_scope else (call.principal.user_id or "master")
+        call.cache_key = cache_key(endpoint, body, scope)
+        if call.cache_mode == "refresh":
+            return None
+        entry = await self.cache.get(call.cache_key)
+        call.cache = "MISS" if entry is None else "HIT"
+        if entry is not None:
+            call.cached_deployment = entry.deployment
+        return entry
+
+    async def _serve_hit(self, call: Call, model: ModelSettings, entry: Entry) -> None:
+        """Hits are free unless configured otherwise; then they are charged
+        what the stored answer cost, through the same reserve and settle."""
+        call.usage = Usage()
+        if not self.cache.settings.charge_hits:
+            return
+        call.usage = entry.usage
+        amount = cost_usd(model.pricing, entry.usage)
+        principal = call.principal
+        if principal.user_id is None or (amount <= 0 and principal.budget_usd is None):
+            return
+        call.hold = await self.ledger.reserve(
+            principal.user_id, amount, key_id=principal.key_id,
+            budget_usd=principal.budget_usd, budget_kind=principal.budget_period,
+        )
+        await self._settle_detached(call)
+
+    def _store(self, call: Call, entry: Entry | None) -> None:
+        """Keep a complete answer, off the response's path."""
+        if entry is None or call.cache_key is None or call.cache == "HIT":
+            return
+        if call.cache_mode == "off":
+            return
+        self._detach(self.cache.set(call.cache_key, entry))
+
+    def _detach(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     # ----------------------------------------------------- provider calls
     # Route choice and the call itself; ``call.route`` is the deployment
     # that served (or last failed).
 
+    # The router retries, falls back and keeps the circuit breakers; each
+    # attempt records its route, so a failed one is never what is charged.
+
     async def _call_chat(self, req: ChatRequest, model: ModelSettings, call: Call) -> ChatResult:
-        route = call.route = self.router.choose(model)
-        return await route.provider.chat(req, route.target, call.request_id)
+        async def attempt(route: Route) -> ChatResult:
+            call.route = route
+            call.attempts += 1
+            return await route.provider.chat(req, route.target, call.request_id)
+
+        return await self.router.run(model, attempt)
 
     async def _open_stream(
         self, req: ChatRequest, model: ModelSettings, call: Call
     ) -> tuple[ChunkOrEvent, AsyncIterator[ChunkOrEvent]]:
-        """Open the stream and wait for its first event."""
-        route = call.route = self.router.choose(model)
-        events = await route.provider.chat_stream(req, route.target, call.request_id)
-        try:
-            first = await anext(events)
-        except StopAsyncIteration:
-            await events.aclose()  # type: ignore[attr-defined]
-            raise UpstreamError(f"The {route.provider.name} provider sent an empty stream.") from None
-        except BaseException:
-            await events.aclose()  # type: ignore[attr-defined]
-            raise
-        return first, events
+        """Open the stream and wait for its first event: until then a failed
+        attempt can still be retried, since nothing has reached the client."""
+        async def attempt(route: Route) -> tuple[ChunkOrEvent, AsyncIterator[ChunkOrEvent]]:
+            call.route = route
+            call.attempts += 1
+            events = await route.provider.chat_stream(req, route.target, call.request_id)
+            try:
+                first = await anext(events)
+            except StopAsyncIteration:
+                await events.aclose()  # type: ignore[attr-defined]
+                raise UpstreamError(f"The {route.provider.name} provider sent an empty stream.") from None
+            except BaseException:
+                await events.aclose()  # type: ignore[attr-defined]
+                raise
+            return first, events
+
+        first, events = await self.router.run(model, attempt, hold=True)
+        assert call.route is not None
+        return first, self.router.track(events, call.route, call)
 
     async def _call_embed(self, req: EmbeddingRequest, model: ModelSettings, call: Call) -> EmbeddingResult:
-        route = call.route = self.router.choose(model)
-        return await route.provider.embed(req, route.target, call.request_id)
+        async def attempt(route: Route) -> EmbeddingResult:
+            call.route = route
+            call.attempts += 1
+            return await route.provider.embed(req, route.target, call.request_id)
+
+        return await self.router.run(model, attempt)
 
     # -------------------------------------------------------------- money
 
@@ -135,7 +242,8 @@ class Pipeline:
         principal = call.principal
         if principal.user_id is None:
             return  # the master key is charged to nobody
-        amount = max_cost_usd(model.pricing, prompt_tokens, output_tokens)
+        # Any model of the fallback chain may serve: hold what the dearest would cost.
+        amount = max(max_cost_usd(m.pricing, prompt_tokens, output_tokens) for m in self.router.chain(model))
         if amount <= 0 and principal.budget_usd is None:
             return  # a model priced at zero needs no balance
         call.hold = await self.ledger.reserve(
@@ -159,37 +267,48 @@ class Pipeline:
 
     async def _settle_detached(self, call: Call) -> None:
         """Settle in a task of its own: a cancelled request cannot stop it."""
-        task = asyncio.get_running_loop().create_task(self._settle(call))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        await asyncio.shield(task)
+        await asyncio.shield(self._detach(self._settle(call)))
+
+    # Metrics, the request log line, Langfuse and Sentry (wired by the state).
+    observer: Observer | None = None
 
     def finish(self, call: Call, status: int) -> None:
-        """Record the request's usage (batched, off the hot path)."""
+        """Record the request's usage (batched, off the hot path) and observe it."""
         usage = call.usage or Usage()
         now = time.perf_counter()
         principal = call.principal
+        if call.admission is not None and call.admission.allowed:
+            # Only provider tokens count: a hit or a failure gives the estimate back.
+            self.limiter.correct(call.admission, 0 if call.cache == "HIT" else usage.total_tokens)
+        cost = call.charged if call.charged is not None else (call.cost or Decimal(0))
         self.usage.record(UsageEvent(
             # The model name is the client's and not yet validated: bound it to its column.
             request_id=call.request_id, model=call.model[:200].replace("\x00", ""), endpoint=call.endpoint,
             status=status,
             user_id=principal.user_id, key_id=principal.key_id, deployment=call.deployment, stream=call.stream,
-            cache="BYPASS", input_tokens=usage.input_tokens, cached_input_tokens=usage.cached_input_tokens,
+            cache=call.cache, input_tokens=usage.input_tokens, cached_input_tokens=usage.cached_input_tokens,
             output_tokens=usage.output_tokens,
-            cost_usd=call.charged if call.charged is not None else (call.cost or Decimal(0)),
-            latency_ms=(now - call.started) * 1000,
+            cost_usd=cost, latency_ms=(now - call.started) * 1000,
             ttft_ms=(call.first_byte_at - call.started) * 1000 if call.first_byte_at else None,
         ))
+        if self.observer is not None:
+            self.observer.observe(call, status, now, cost)
 
     async def drain(self) -> None:
-        """Wait for settlements in flight (graceful shutdown)."""
+        """Wait for settlements and cache writes in flight (graceful shutdown)."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.limiter.drain()
 
     # --------------------------------------------------------------- chat
 
     async def chat(self, req: ChatRequest, call: Call) -> ChatResult:
         model = self._resolve(req.model, call)
+        await self._admit(call, model, _admission_tokens(req))
+        entry = await self._lookup(call, "chat", req.raw)
+        if entry is not None:
+            await self._serve_hit(call, model, entry)
+            return RawChat(entry.body, entry.usage)
         await self._reserve(call, model, prompt_upper_bound(req), (req.max_tokens or model.max_output_tokens)
                             * (req.n or 1))
         try:
@@ -201,6 +320,11 @@ class Pipeline:
         if call.usage is None:
             call.usage, call.usage_estimated = _estimated_usage(req, result), True
         await self._settle_detached(call)
+        if call.cache_key is not None and call.deployment is not None:
+            # Encode once: the client gets the same bytes the cache keeps.
+            if not isinstance(result, RawChat):
+                result = RawChat(orjson.dumps(encode_chat_response(result)), result.usage)
+            self._store(call, Entry(result.body, call.deployment, call.usage))
         return result
 
     async def chat_stream(self, req: ChatRequest, call: Call) -> AsyncIterator[ChunkOrEvent]:
@@ -208,6 +332,12 @@ class Pipeline:
         before any byte reaches the client is still a plain HTTP error."""
         call.stream = True
         model = self._resolve(req.model, call)
+        await self._admit(call, model, _admission_tokens(req))
+        entry = await self._lookup(call, "chat", req.raw)
+        if entry is not None:
+            await self._serve_hit(call, model, entry)
+            call.first_byte_at = time.perf_counter()
+            return self._replayed(entry, req.include_usage, call)
         await self._reserve(call, model, prompt_upper_bound(req), (req.max_tokens or model.max_output_tokens)
                             * (req.n or 1))
         try:
@@ -218,13 +348,26 @@ class Pipeline:
         call.first_byte_at = time.perf_counter()
         return self._observed(first, events, call, req)
 
+    async def _replayed(self, entry: Entry, include_usage: bool, call: Call) -> AsyncIterator[ChunkOrEvent]:
+        try:
+            for chunk in replay_chunks(entry, include_usage):
+                yield chunk
+        finally:
+            self.finish(call, call.status)
+
     async def _observed(
         self, first: ChunkOrEvent, events: AsyncIterator[ChunkOrEvent], call: Call, req: ChatRequest
     ) -> AsyncIterator[ChunkOrEvent]:
         produced = 0  # output tokens seen, in case the stream ends without usage
+        assembler = None
+        if call.cache_key is not None and call.route is not None:
+            assembler = StreamAssembler(f"chatcmpl-{call.request_id}", call.route.deployment.model, int(time.time()))
+        completed = False
         try:
             event = first
             while True:
+                if assembler is not None:
+                    assembler.feed(event)
                 if isinstance(event, UsageDelta):
                     call.usage = event.usage
                 elif isinstance(event, RawChunk):
@@ -240,6 +383,7 @@ class Pipeline:
                 try:
                     event = await anext(events)
                 except StopAsyncIteration:
+                    completed = True
                     return
         except GatewayError as exc:
             call.status = exc.status_code
@@ -249,6 +393,8 @@ class Pipeline:
             if call.usage is None and produced:
                 call.usage, call.usage_estimated = Usage(estimate_prompt(req), produced), True
             await self._settle_detached(call)
+            if completed and assembler is not None and call.usage is not None and call.deployment is not None:
+                self._store(call, assembler.entry(call.deployment, call.usage))
             self.finish(call, call.status)
 
     # --------------------------------------------------------- embeddings
@@ -256,6 +402,11 @@ class Pipeline:
     async def embed(self, req: EmbeddingRequest, call: Call) -> EmbeddingResult:
         call.endpoint = "embeddings"
         model = self._resolve(req.model, call)
+        await self._admit(call, model, embedding_upper_bound(req.inputs))
+        entry = await self._lookup(call, "embeddings", req.raw)
+        if entry is not None:
+            await self._serve_hit(call, model, entry)
+            return RawEmbedding(entry.body, entry.usage)
         await self._reserve(call, model, embedding_upper_bound(req.inputs), 0)
         try:
             result = await self._call_embed(req, model, call)
@@ -265,6 +416,10 @@ class Pipeline:
         call.usage = result.usage or Usage(
             sum(estimate_text(i) if isinstance(i, str) else len(i) for i in req.inputs))
         await self._settle_detached(call)
+        if call.cache_key is not None and call.deployment is not None:
+            if not isinstance(result, RawEmbedding):
+                result = RawEmbedding(orjson.dumps(encode_embedding_response(result)), result.usage)
+            self._store(call, Entry(result.body, call.deployment, call.usage))
         return result
 
 

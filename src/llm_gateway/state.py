@@ -21,9 +21,12 @@ from llm_gateway.auth.throttle import LoginThrottle
 from llm_gateway.auth.tokens import TokenService
 from llm_gateway.billing.ledger import Ledger
 from llm_gateway.billing.usage import UsageWriter
+from llm_gateway.cache import ResponseCache
 from llm_gateway.db.engine import Database
 from llm_gateway.db.migrate import SchemaOutOfDate, ensure_schema
 from llm_gateway.ids import RequestIds
+from llm_gateway.limits import Limiter
+from llm_gateway.observability.observer import Observer
 from llm_gateway.pipeline import Pipeline
 from llm_gateway.providers.base import Provider
 from llm_gateway.providers.registry import build_provider
@@ -57,6 +60,7 @@ class GatewayState:
     redis: Any | None = None
     redis_listener: Any | None = None
     external: ExternalJWTVerifier | None = None
+    observer: Observer | None = None
     started_at: int = field(default_factory=lambda: int(time.time()))
     ids: RequestIds = field(default_factory=RequestIds)
     _retry: asyncio.Task[None] | None = None
@@ -65,9 +69,9 @@ class GatewayState:
     @classmethod
     def build(cls, settings: Settings) -> GatewayState:
         providers = {p.name: build_provider(p) for p in settings.providers}
-        router = Router(settings.models, providers)
         db = Database(settings.database_url)
         redis, listener = _redis_clients(settings.redis_url) if settings.redis_url else (None, None)
+        router = Router(settings.models, providers, settings.routing, redis)
         cache: TTLCache[Principal | Refusal] = TTLCache(ttl=1.0)
         bus = InvalidationBus(cache, listener)
         # Until the database answers, only a configured master key works.
@@ -78,19 +82,25 @@ class GatewayState:
         throttle = LoginThrottle(redis)
         ledger = Ledger(db)
         usage = UsageWriter(db, flush_interval_s=settings.usage_flush_interval_s)
-        pipeline = Pipeline(router, ledger, usage)
+        limiter = Limiter(settings.limits, redis)
+        response_cache = ResponseCache(settings.cache, redis)
+        pipeline = Pipeline(router, ledger, usage, limiter, response_cache)
+        observer = pipeline.observer = Observer(settings, router)
         return cls(
             settings, providers, router, pipeline, db, auth, throttle, ledger, usage, redis, listener,
-            external=external,
+            external=external, observer=observer,
         )
 
     async def start(self) -> None:
         self.ids = RequestIds()  # a fresh prefix in every worker process
+        if self.observer is not None:
+            await self.observer.start()
         await asyncio.gather(*(p.start() for p in self.providers.values()))
         if self.external is not None:
             await self.external.start()
         self.auth.bus.start()
         self.usage.start()
+        self.router.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         try:
             await ensure_schema(self.db)
@@ -136,7 +146,10 @@ class GatewayState:
             if task is not None:
                 task.cancel()
         await self.pipeline.drain()
+        await self.router.aclose()
         await self.usage.aclose()
+        if self.observer is not None:
+            await self.observer.aclose()
         self.ledger.close()
         await self.auth.aclose()
         await self.auth.bus.aclose()

@@ -22,6 +22,7 @@ from llm_gateway.api.openai.decode import decode_chat_request, decode_embedding_
 from llm_gateway.api.openai.encode import ChunkEncoder, encode_chat_response, encode_embedding_response
 from llm_gateway.api.responses import JSONBytes, error_response, json_response, read_json, request_id
 from llm_gateway.api.sse import SSEResponse
+from llm_gateway.auth.principal import Principal
 from llm_gateway.billing.pricing import format_usd
 from llm_gateway.errors import GatewayError, ModelNotFound
 from llm_gateway.pipeline import Call
@@ -38,10 +39,27 @@ def _gateway(request: Request) -> GatewayState:
 
 
 def _headers(call: Call | None, rid: str) -> dict[str, str]:
-    headers = {"x-request-id": rid, "x-gateway-cache": "BYPASS"}
-    if call is not None and call.route is not None:
-        headers["x-gateway-deployment"] = call.route.label
+    if call is None:
+        return {"x-request-id": rid, "x-gateway-cache": "BYPASS"}
+    headers = {"x-request-id": rid, "x-gateway-cache": call.cache}
+    deployment = call.deployment
+    if deployment is not None:
+        headers["x-gateway-deployment"] = deployment
+    if call.admission is not None:
+        headers.update(call.admission.headers())
     return headers
+
+
+def _new_call(request: Request, rid: str, model: str, principal: Principal) -> Call:
+    call = Call(rid, model, principal)
+    directives = request.headers.get("cache-control")
+    if directives:
+        directives = directives.lower()
+        if "no-store" in directives:
+            call.cache_mode = "off"
+        elif "no-cache" in directives:
+            call.cache_mode = "refresh"
+    return call
 
 
 def _cost_headers(call: Call, rid: str) -> dict[str, str]:
@@ -59,13 +77,12 @@ async def chat_completions(request: Request) -> Response:
     try:
         principal = await authenticate(request, gw)
         req = decode_chat_request(await read_json(request, gw.settings.max_request_bytes))
-        call = Call(rid, req.model, principal)
+        call = _new_call(request, rid, req.model, principal)
         if req.stream:
             events = await gw.pipeline.chat_stream(req, call)
-            route = call.route
-            assert route is not None
             encoder = ChunkEncoder(
-                f"chatcmpl-{rid}", route.deployment.model, int(time.time()), req.include_usage
+                f"chatcmpl-{rid}", call.route.deployment.model if call.route else req.model, int(time.time()),
+                req.include_usage,
             )
             return SSEResponse(_sse(events, encoder), _headers(call, rid) | _SSE_HEADERS)  # type: ignore[return-value]
         result = await gw.pipeline.chat(req, call)
@@ -105,7 +122,7 @@ async def embeddings(request: Request) -> Response:
     try:
         principal = await authenticate(request, gw)
         req = decode_embedding_request(await read_json(request, gw.settings.max_request_bytes))
-        call = Call(rid, req.model, principal)
+        call = _new_call(request, rid, req.model, principal)
         result = await gw.pipeline.embed(req, call)
     except GatewayError as exc:
         if call is not None:
