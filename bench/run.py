@@ -86,6 +86,11 @@ def base_config(upstream_base: str) -> dict[str, Any]:
             "deployments": [{"provider": "fake", "model": "gpt-4o-mini"}],
             "pricing": {"input_per_mtok": "0.15", "output_per_mtok": "0.60"},
         }],
+        # Limits are checked on every request (the realistic hot path) but set
+        # high enough never to refuse; the cache is off, since wrk sends one
+        # body over and over (bench/cache-hit.yaml measures hits).
+        "limits": {"default_user": {"rpm": 1_000_000_000, "tpm": 1_000_000_000_000}},
+        "cache": {"enabled": False},
     }
 
 
