@@ -16,6 +16,7 @@ from llm_gateway.api import admin, billing, health, login, me
 from llm_gateway.api.openai import routes as openai_routes
 from llm_gateway.api.openai.schemas import OPENAPI_PATHS, OPENAPI_SCHEMAS
 from llm_gateway.api.responses import install_error_handlers
+from llm_gateway.observability.observer import ObservedRequests
 from llm_gateway.settings import Settings, load_settings
 from llm_gateway.state import GatewayState
 
@@ -51,6 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.gateway = state
     install_error_handlers(app)
+    if state.observer is not None:
+        # Requests in flight, and unhandled errors reported before the 500 is rendered.
+        app.add_middleware(ObservedRequests, observer=state.observer)
     app.router.routes.extend(openai_routes.routes)
     app.include_router(health.router)
     app.include_router(admin.router)

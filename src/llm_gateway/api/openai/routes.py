@@ -25,6 +25,7 @@ from llm_gateway.api.sse import SSEResponse
 from llm_gateway.auth.principal import Principal
 from llm_gateway.billing.pricing import format_usd
 from llm_gateway.errors import GatewayError, ModelNotFound
+from llm_gateway.observability.observer import bind_call
 from llm_gateway.pipeline import Call
 from llm_gateway.providers.base import RawChat, RawChunk, RawEmbedding
 from llm_gateway.state import GatewayState
@@ -52,6 +53,7 @@ def _headers(call: Call | None, rid: str) -> dict[str, str]:
 
 def _new_call(request: Request, rid: str, model: str, principal: Principal) -> Call:
     call = Call(rid, model, principal)
+    bind_call(call)  # unhandled errors reach Sentry with the request's model and user
     directives = request.headers.get("cache-control")
     if directives:
         directives = directives.lower()
