@@ -16,9 +16,11 @@ once, at the adapter boundary; the API layer renders it in the client's dialect.
     ├── Conflict                  409 conflict
     ├── RateLimited               429 rate_limit_error
     ├── UpstreamError             502 upstream_error      (retryable)
-    │   └── UpstreamRateLimited   429 rate_limit_error    (retryable)
+    │   ├── UpstreamRateLimited   429 rate_limit_error    (retryable)
+    │   └── UpstreamAuthRejected  502 upstream_error      (retryable elsewhere only)
     ├── UpstreamRejected          provider's 4xx, passed on (not retryable)
     ├── NoHealthyDeployment       503 service_unavailable
+    ├── ServiceUnavailable        503 service_unavailable (e.g. limits unverifiable)
     └── UpstreamTimeout           504 timeout_error       (retryable)
 """
 
@@ -136,6 +138,11 @@ class UpstreamRateLimited(UpstreamError):
     default_code = "rate_limit_exceeded"
 
 
+class UpstreamAuthRejected(UpstreamError):
+    """The provider refused the gateway's own credentials (its 401/403): another
+    deployment may serve the request, the same one again will not."""
+
+
 class UpstreamRejected(GatewayError):
     """The provider's own 4xx about the request: same status, provider's message."""
 
@@ -146,6 +153,15 @@ class NoHealthyDeployment(GatewayError):
     status = 503
     type = "service_unavailable"
     default_code = "no_healthy_deployment"
+
+
+class ServiceUnavailable(GatewayError):
+    """A part the gateway needs to decide is down (and configured to refuse
+    rather than guess)."""
+
+    status = 503
+    type = "service_unavailable"
+    default_code = "service_unavailable"
 
 
 class UpstreamTimeout(GatewayError):
@@ -162,7 +178,7 @@ def upstream_status_error(
     """Map a provider's HTTP error status to the gateway's tree (SPEC §4, §8)."""
     if status in (401, 403):
         # Never echo the provider's message: it may quote part of our key.
-        return UpstreamError(f"The {provider} provider rejected the gateway's credentials.")
+        return UpstreamAuthRejected(f"The {provider} provider rejected the gateway's credentials.")
     if status == 429:
         return UpstreamRateLimited(
             message or f"The {provider} provider is rate limiting requests.",

@@ -82,6 +82,7 @@ class Call:
     cache: str = "BYPASS"  # HIT | MISS | BYPASS, as in x-gateway-cache
     cache_key: str | None = None
     cached_deployment: str | None = None
+    upstream_started: float | None = None  # when the first provider attempt began
 
     @property
     def deployment(self) -> str | None:
@@ -203,6 +204,7 @@ class Pipeline:
             call.attempts += 1
             return await route.provider.chat(req, route.target, call.request_id)
 
+        call.upstream_started = time.perf_counter()
         return await self.router.run(model, attempt)
 
     async def _open_stream(
@@ -224,6 +226,7 @@ class Pipeline:
                 raise
             return first, events
 
+        call.upstream_started = time.perf_counter()
         first, events = await self.router.run(model, attempt, hold=True)
         assert call.route is not None
         return first, self.router.track(events, call.route, call)
@@ -234,6 +237,7 @@ class Pipeline:
             call.attempts += 1
             return await route.provider.embed(req, route.target, call.request_id)
 
+        call.upstream_started = time.perf_counter()
         return await self.router.run(model, attempt)
 
     # -------------------------------------------------------------- money

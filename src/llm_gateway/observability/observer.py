@@ -104,7 +104,7 @@ class Observer:
         if call.route is not None and call.cache != "HIT":
             # Until the provider-call step stamps its start, the request's
             # start stands in for it (admission and reservation included).
-            upstream = now - (getattr(call, "upstream_started", None) or call.started)
+            upstream = now - (call.upstream_started or call.started)
         self.metrics.record(self.metrics.model_label(call.model), deployment, status, latency, ttft, call.usage, cost,
                             call.cache, limited, upstream)
         principal = call.principal

@@ -21,11 +21,23 @@ from llm_gateway.types import ChatRequest, ChatResponse, EmbeddingRequest, Embed
 
 
 @dataclass(slots=True, frozen=True)
+class Timeouts:
+    """One attempt's time limits in seconds, as a model overrides its
+    provider's; ``None`` leaves the provider's own."""
+
+    total: float | None = None
+    connect: float | None = None
+    first_byte: float | None = None
+    idle: float | None = None
+
+
+@dataclass(slots=True, frozen=True)
 class Target:
     """What an adapter needs to know about the deployment it calls."""
 
     model: str  # the upstream model name
     max_output_tokens: int  # sent where the upstream API requires a max_tokens
+    timeouts: Timeouts | None = None  # the model's overrides of the provider's timeouts
 
 
 @dataclass(slots=True)

@@ -1,8 +1,10 @@
 """Shared upstream HTTP plumbing: the pooled aiohttp session, SSE parsing,
-and the mapping of transport failures into the gateway's error tree."""
+the time limits of one attempt, and the mapping of transport failures into
+the gateway's error tree."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ import aiohttp
 import orjson
 
 from llm_gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, upstream_status_error
+from llm_gateway.providers.base import Timeouts
 from llm_gateway.settings import ProviderSettings
 
 
@@ -33,14 +36,90 @@ def new_session(settings: ProviderSettings) -> aiohttp.ClientSession:
     )
 
 
-def timeouts(settings: ProviderSettings, *, stream: bool) -> aiohttp.ClientTimeout:
-    """A non-streaming attempt is bounded by ``timeout_s`` in total; a stream by
-    ``timeout_s`` to its first byte and between chunks."""
-    if stream:
-        return aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.connect_timeout_s, sock_read=settings.timeout_s
-        )
-    return aiohttp.ClientTimeout(total=settings.timeout_s, sock_connect=settings.connect_timeout_s)
+@dataclass(slots=True, frozen=True)
+class Limits:
+    """One attempt's time limits (a provider's, with a model's overrides), and
+    the aiohttp timeout of a non-streaming call built from them once.
+
+    A non-streaming call is bounded by ``total``, ``connect`` and, through
+    aiohttp's read timeout, ``first_byte``. A stream's ``connect`` is aiohttp's;
+    its first byte, silences and total are kept by a ``_Watchdog``.
+    """
+
+    total: float
+    connect: float
+    first_byte: float | None
+    idle: float | None
+    call: aiohttp.ClientTimeout
+    stream: aiohttp.ClientTimeout
+
+
+def limits(settings: ProviderSettings, override: Timeouts | None = None) -> Limits:
+    o = override or Timeouts()
+    total = o.total or settings.timeout_s
+    connect = o.connect or settings.connect_timeout_s
+    first_byte = o.first_byte or settings.first_byte_timeout_s
+    idle = o.idle or settings.idle_timeout_s
+    return Limits(
+        total, connect, first_byte, idle,
+        call=aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=first_byte),
+        stream=aiohttp.ClientTimeout(total=None, sock_connect=connect),
+    )
+
+
+_WATCHDOG = "_gateway_watchdog"
+
+
+class _Watchdog:
+    """Bounds a stream's time to first byte, its silences and its total with
+    one timer per stream, re-armed only when it fires: nothing is done per
+    chunk (progress is read from the response's byte count). While an idle
+    limit is set the timer looks every quarter of it, so a silence is caught
+    between 1 and 1.5 times the limit. A limit passed fails the pending read
+    with ``UpstreamTimeout``."""
+
+    __slots__ = ("_content", "_end_by", "_first_by", "_handle", "_idle", "_last", "_loop", "_provider", "_seen")
+
+    def __init__(self, resp: aiohttp.ClientResponse, lim: Limits, started: float, provider: str) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._content = resp.content
+        self._provider = provider
+        self._end_by = started + lim.total
+        self._first_by = started + lim.first_byte if lim.first_byte is not None else self._end_by
+        self._idle = lim.idle
+        self._seen = self._content.total_bytes
+        self._last = now = self._loop.time()
+        self._handle: asyncio.TimerHandle | None = None
+        self._arm(now)
+
+    def _arm(self, now: float) -> None:
+        deadline = self._end_by if self._seen else min(self._first_by, self._end_by)
+        if self._idle is not None:
+            deadline = min(deadline, now + self._idle / 4)
+        self._handle = self._loop.call_at(deadline, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        seen = self._content.total_bytes
+        if seen != self._seen:
+            self._seen, self._last = seen, now
+        if now >= self._end_by:
+            self._expire("took longer than the attempt's total time limit")
+        elif not self._seen and now >= self._first_by:
+            self._expire("sent nothing within the time-to-first-byte limit")
+        elif self._seen and self._idle is not None and now - self._last >= self._idle:
+            self._expire(f"went silent for more than {self._idle:g} s")
+        else:
+            self._arm(now)
+
+    def _expire(self, what: str) -> None:
+        self._handle = None
+        self._content.set_exception(UpstreamTimeout(f"The {self._provider} provider timed out: the stream {what}."))
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 @contextlib.contextmanager
@@ -157,8 +236,8 @@ class Upstream:
         self._settings = settings
         self._headers = headers
         self._map_error = map_error
-        self._timeout = timeouts(settings, stream=False)
-        self._stream_timeout = timeouts(settings, stream=True)
+        self._limits = limits(settings)
+        self._overridden: dict[Timeouts, Limits] = {}
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -173,38 +252,57 @@ class Upstream:
         if self._session is not None:
             await self._session.close()
 
-    def _post(self, url: str, body: Any, request_id: str, stream: bool) -> Any:
+    def _limits_for(self, override: Timeouts | None) -> Limits:
+        """The provider's limits, or a model's overrides of them (built once)."""
+        if override is None:
+            return self._limits
+        got = self._overridden.get(override)
+        if got is None:
+            got = self._overridden[override] = limits(self._settings, override)
+        return got
+
+    def _post(self, url: str, body: Any, request_id: str, timeout: aiohttp.ClientTimeout) -> Any:
         return self.session.post(
-            url, data=orjson.dumps(body), headers=self._headers | {"x-request-id": request_id},
-            timeout=self._stream_timeout if stream else self._timeout,
+            url, data=orjson.dumps(body), headers=self._headers | {"x-request-id": request_id}, timeout=timeout,
         )
 
-    async def call(self, url: str, body: Any, request_id: str) -> bytes:
+    async def call(self, url: str, body: Any, request_id: str, timeouts: Timeouts | None = None) -> bytes:
         """POST JSON; the answer's bytes, or the mapped error."""
         with transport_errors(self.name):
-            async with self._post(url, body, request_id, stream=False) as resp:
+            async with self._post(url, body, request_id, self._limits_for(timeouts).call) as resp:
                 raw: bytes = await resp.read()
                 if resp.status >= 400:
                     raise self._map_error(resp.status, raw, resp.headers, self.name)
         return raw
 
-    async def open_stream(self, url: str, body: Any, request_id: str) -> aiohttp.ClientResponse:
+    async def open_stream(
+        self, url: str, body: Any, request_id: str, timeouts: Timeouts | None = None
+    ) -> aiohttp.ClientResponse:
         """POST JSON and wait for the answer's headers; an error status is
-        read and mapped before anything reaches the client."""
+        read and mapped before anything reaches the client. From then on a
+        watchdog keeps the stream's time limits until ``finish``."""
+        lim = self._limits_for(timeouts)
+        started = asyncio.get_running_loop().time()
+        first_by = min(lim.first_byte or lim.total, lim.total)
         with transport_errors(self.name):
-            resp: aiohttp.ClientResponse = await self._post(url, body, request_id, stream=True).__aenter__()
-            if resp.status >= 400:
-                try:
-                    raw = await resp.read()
-                finally:
-                    resp.release()
-                raise self._map_error(resp.status, raw, resp.headers, self.name)
+            async with asyncio.timeout(first_by):
+                resp: aiohttp.ClientResponse = await self._post(url, body, request_id, lim.stream).__aenter__()
+                if resp.status >= 400:
+                    try:
+                        raw = await resp.read()
+                    finally:
+                        resp.release()
+                    raise self._map_error(resp.status, raw, resp.headers, self.name)
+        setattr(resp, _WATCHDOG, _Watchdog(resp, lim, started, self.name))
         return resp
 
 
 def finish(resp: aiohttp.ClientResponse, clean: bool) -> None:
     """Return a finished stream's connection to the pool; drop an unfinished
     one, so the upstream stops generating at once."""
+    watchdog: _Watchdog | None = getattr(resp, _WATCHDOG, None)
+    if watchdog is not None:
+        watchdog.stop()
     if clean:
         resp.release()
     else:

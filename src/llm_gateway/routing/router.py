@@ -1,18 +1,43 @@
-"""Model resolution and deployment choice.
+"""Model resolution, and where each attempt of a request goes.
 
 A ``Route`` is one concrete target: the model entry that owns it, the
-deployment, and the provider adapter that serves it.
+deployment, the provider adapter that serves it, and the deployment's
+circuit breaker and load figures (shared by every model routed to the same
+``<provider>/<model>``).
+
+``Router.run`` makes the attempts of one request (SPEC §8 "Retries",
+"Fallbacks", "Circuit breaker"): the model's deployments first, chosen by the
+model's strategy, skipping open circuits and preferring one not yet tried;
+then, once they have failed or none is left, each fallback in turn. Each
+model of that chain gets at most ``retries + 1`` attempts. A retry of a
+deployment already tried waits for the backoff (at least its Retry-After);
+a move to another deployment does not wait. A failure that no deployment
+would answer differently (a provider's 4xx about the request) ends the
+request at once. When no attempt could be made at all, because every
+circuit is open, the request gets 503 ``no_healthy_deployment``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
-from llm_gateway.errors import ModelNotFound
-from llm_gateway.providers.base import Provider, Target
-from llm_gateway.settings import Deployment, ModelSettings
+from llm_gateway.errors import GatewayError, ModelNotFound, NoHealthyDeployment
+from llm_gateway.providers.base import Provider, Target, Timeouts
+from llm_gateway.routing.balancer import STRATEGIES, Stats
+from llm_gateway.routing.breaker import CircuitBreaker
+from llm_gateway.routing.retry import ELSEWHERE, FINAL, Backoff, verdict
+from llm_gateway.routing.shared import TRIAL, SharedBreakers
+from llm_gateway.settings import Deployment, ModelSettings, RoutingSettings
+
+log = logging.getLogger("llm_gateway.routing")
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True, frozen=True)
@@ -21,26 +46,52 @@ class Route:
     deployment: Deployment
     provider: Provider
     target: Target
+    label: str  # ``<provider name>/<upstream model>``, as in ``x-gateway-deployment``
+    breaker: CircuitBreaker
+    stats: Stats
 
-    @property
-    def label(self) -> str:
-        """``<provider name>/<upstream model>``, as in ``x-gateway-deployment``."""
-        return f"{self.deployment.provider}/{self.deployment.model}"
+
+def _timeouts(model: ModelSettings) -> Timeouts | None:
+    """The model's overrides of its providers' timeouts, if it has any."""
+    t = Timeouts(model.timeout_s, model.connect_timeout_s, model.first_byte_timeout_s, model.idle_timeout_s)
+    return None if t == Timeouts() else t
+
+
+class _Status(Protocol):
+    status: int  # the status the client got (a failure after the first byte sets it)
 
 
 class Router:
-    """Resolves client model names and picks a deployment by weight."""
+    """Resolves client model names and runs each request's attempts."""
 
-    def __init__(self, models: list[ModelSettings], providers: Mapping[str, Provider]) -> None:
+    def __init__(
+        self, models: list[ModelSettings], providers: Mapping[str, Provider],
+        routing: RoutingSettings | None = None, redis: Any | None = None,
+    ) -> None:
+        routing = routing or RoutingSettings()
+        cb = routing.circuit_breaker
         self._models = {m.name: m for m in models}
-        self._routes = {
-            m.name: [
-                Route(m, d, providers[d.provider], Target(d.model, m.max_output_tokens))
-                for d in m.deployments
-            ] for m in models
-        }
-        self._weights = {m.name: [d.weight for d in m.deployments] for m in models}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._stats: dict[str, Stats] = {}
+        self._routes: dict[str, list[Route]] = {}
+        for m in models:
+            timeouts = _timeouts(m)
+            routes = []
+            for d in m.deployments:
+                label = f"{d.provider}/{d.model}"
+                breaker = self._breakers.setdefault(label, CircuitBreaker(label, cb.failure_threshold, cb.cooldown_s))
+                stats = self._stats.setdefault(label, Stats())
+                target = Target(d.model, m.max_output_tokens, timeouts)
+                routes.append(Route(m, d, providers[d.provider], target, label, breaker, stats))
+            self._routes[m.name] = routes
+        self._chains = {m.name: [m, *(self._models[f] for f in m.fallbacks)] for m in models}
+        self._pickers = {m.name: STRATEGIES[m.strategy] for m in models}
+        self._attempts = routing.retries + 1
         self._rng = random.Random()
+        self._backoff = Backoff(routing.backoff_base_s, routing.max_retry_wait_s, self._rng)
+        self.shared = (
+            SharedBreakers(redis, self._breakers, cb.failure_threshold, cb.cooldown_s) if redis is not None else None
+        )
 
     @property
     def models(self) -> Mapping[str, ModelSettings]:
@@ -54,8 +105,186 @@ class Router:
             )
         return model
 
-    def choose(self, model: ModelSettings) -> Route:
-        routes = self._routes[model.name]
-        if len(routes) == 1:
-            return routes[0]
-        return self._rng.choices(routes, weights=self._weights[model.name])[0]
+    def chain(self, model: ModelSettings) -> Sequence[ModelSettings]:
+        """The model, then its fallbacks in order: every model that may serve it."""
+        return self._chains[model.name]
+
+    def circuit_states(self) -> dict[str, int]:
+        """Deployment label → 0 closed, 1 half-open, 2 open, as this process sees it."""
+        now = time.monotonic()
+        return {label: b.state(now) for label, b in self._breakers.items()}
+
+    def start(self) -> None:
+        """Begin sharing breaker state (with Redis); from the app's lifespan."""
+        if self.shared is not None:
+            self.shared.start()
+
+    async def aclose(self) -> None:
+        if self.shared is not None:
+            await self.shared.aclose()
+
+    # ------------------------------------------------------------ attempts
+
+    async def run(self, model: ModelSettings, attempt: Callable[[Route], Awaitable[T]], *, hold: bool = False) -> T:
+        """The first successful ``attempt(route)``, or the last failure.
+
+        With ``hold`` (a stream) the serving deployment stays in flight after
+        success until ``track``'s stream is closed."""
+        last: GatewayError | None = None
+        tries: dict[str, int] = {}  # attempts per deployment in this request
+        errors: dict[str, GatewayError] = {}
+        barred: set[str] = set()  # not to be asked again in this request
+        for m in self._chains[model.name]:
+            routes = self._routes[m.name]
+            made = 0
+            while made < self._attempts:
+                route = self._pick(m, routes, tries, barred)
+                if route is None:
+                    break
+                label = route.label
+                if label in tries:
+                    wait = self._backoff.delay(tries[label], errors[label].retry_after)
+                    if wait is None:
+                        barred.add(label)
+                        continue
+                    await asyncio.sleep(wait)
+                trial = False
+                breaker = route.breaker
+                if not breaker.closed:  # half-open: this attempt may be the one trial
+                    trial = await self._claim_trial(breaker)
+                    if not trial and not breaker.closed:
+                        barred.add(label)
+                        continue
+                made += 1
+                tries[label] = tries.get(label, 0) + 1
+                try:
+                    return await self._attempt(route, attempt, trial, hold)
+                except GatewayError as exc:
+                    kind = verdict(exc)
+                    if kind == FINAL:
+                        raise
+                    last = errors[label] = exc
+                    if kind == ELSEWHERE:
+                        barred.add(label)
+                    log.debug("attempt on %s failed (%s)", label, type(exc).__name__)
+        if last is not None:
+            raise last
+        raise NoHealthyDeployment(
+            f"No healthy deployment for model '{model.name}': every deployment's circuit is open. "
+            "Try again later.", retry_after=self._next_trial(model),
+        )
+
+    def _next_trial(self, model: ModelSettings) -> float:
+        """Seconds until the first of the chain's open circuits is due a trial."""
+        now = time.monotonic()
+        due = [r.breaker.open_until - now for m in self._chains[model.name] for r in self._routes[m.name]]
+        return max(1.0, min(due, default=1.0))
+
+    def _pick(
+        self, model: ModelSettings, routes: list[Route], tries: dict[str, int], barred: set[str]
+    ) -> Route | None:
+        """A deployment that may be called: not barred, circuit closed or due a
+        trial; one not yet tried in this request when there is one."""
+        if not tries and not barred:  # a first attempt with every circuit closed: the common case
+            if len(routes) == 1:
+                route = routes[0]
+                return route if route.breaker.closed or route.breaker.may_trial(time.monotonic()) else None
+            for route in routes:
+                if not route.breaker.closed:
+                    break
+            else:
+                return self._pickers[model.name](routes, self._rng)
+        now = time.monotonic()
+        usable = [r for r in routes if r.label not in barred and (r.breaker.closed or r.breaker.may_trial(now))]
+        if not usable:
+            return None
+        fresh = [r for r in usable if r.label not in tries]
+        candidates = fresh or usable
+        return candidates[0] if len(candidates) == 1 else self._pickers[model.name](candidates, self._rng)
+
+    async def _claim_trial(self, breaker: CircuitBreaker) -> bool:
+        if self.shared is not None:
+            claimed = await self.shared.claim_trial(breaker)
+            if claimed is not None:  # (another process's trial may have closed it: no trial then)
+                if claimed == TRIAL:
+                    breaker.trial = True
+                return claimed == TRIAL
+        if breaker.may_trial(time.monotonic()):
+            breaker.trial = True
+            return True
+        return False
+
+    async def _attempt(self, route: Route, attempt: Callable[[Route], Awaitable[T]], trial: bool, hold: bool) -> T:
+        stats = route.stats
+        stats.in_flight += 1
+        started = time.perf_counter()
+        try:
+            result = await attempt(route)
+        except GatewayError as exc:
+            stats.in_flight -= 1
+            if verdict(exc) == FINAL:  # the deployment answered: it is up
+                self._succeeded(route.breaker, trial)
+            else:
+                stats.failed(time.perf_counter() - started)
+                self._failed(route.breaker, trial)
+            raise
+        except BaseException:  # cancelled (the client went away): no verdict
+            stats.in_flight -= 1
+            if trial:
+                route.breaker.abandoned()
+                if self.shared is not None:
+                    self.shared.abandoned(route.breaker)
+            raise
+        stats.observe(time.perf_counter() - started)
+        self._succeeded(route.breaker, trial)
+        if not hold:
+            stats.in_flight -= 1
+        return result
+
+    def _succeeded(self, breaker: CircuitBreaker, trial: bool) -> None:
+        if not trial and breaker.failures == 0:
+            return  # healthy and closed (or a stray result while open): nothing to record
+        breaker.succeeded(trial)
+        if self.shared is not None:
+            self.shared.succeeded(breaker, trial)
+
+    def _failed(self, breaker: CircuitBreaker, trial: bool) -> None:
+        breaker.failed(trial, time.monotonic())
+        if self.shared is not None:
+            self.shared.failed(breaker, trial)
+
+    def track(self, events: AsyncIterator[T], route: Route, call: _Status) -> AsyncIterator[T]:
+        """The stream served by ``route`` (opened with ``run(…, hold=True)``),
+        which leaves flight when closed; a failure after its first byte counts
+        against the deployment's circuit, though it cannot be retried."""
+        return _Tracked(events, route, call, self)
+
+
+class _Tracked:
+    """Passes a stream's events on untouched (no extra coroutine per chunk);
+    only ``aclose`` does anything."""
+
+    __slots__ = ("_call", "_events", "_route", "_router")
+
+    def __init__(self, events: AsyncIterator[Any], route: Route, call: _Status, router: Router) -> None:
+        self._events = events
+        self._route: Route | None = route
+        self._call = call
+        self._router = router
+
+    def __aiter__(self) -> _Tracked:
+        return self
+
+    def __anext__(self) -> Awaitable[Any]:
+        return self._events.__anext__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._events.aclose()  # type: ignore[attr-defined]
+        finally:
+            route, self._route = self._route, None
+            if route is not None:
+                route.stats.in_flight -= 1
+                status = self._call.status
+                if status >= 500 or status == 429:
+                    self._router._failed(route.breaker, False)

@@ -42,7 +42,7 @@ class AnthropicProvider:
 
     async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResponse:
         wire = to_wire.messages_body(req, target.model, target.max_output_tokens)
-        data = load_json(await self._http.call(self._url, wire.body, request_id), self.name)
+        data = load_json(await self._http.call(self._url, wire.body, request_id, target.timeouts), self.name)
         if not isinstance(data, dict) or not isinstance(data.get("content"), list):
             raise UpstreamError(f"The {self.name} provider answered with an unexpected body.")
         return from_wire.chat_response(data, created=int(time.time()), json_tool=wire.json_tool)
@@ -51,7 +51,7 @@ class AnthropicProvider:
         self, req: ChatRequest, target: Target, request_id: str
     ) -> AsyncIterator[StreamEvent]:
         wire = to_wire.messages_body(req, target.model, target.max_output_tokens)
-        resp = await self._http.open_stream(self._url, wire.body, request_id)
+        resp = await self._http.open_stream(self._url, wire.body, request_id, target.timeouts)
         return self._events(resp, StreamDecoder(self.name, wire.json_tool))
 
     async def _events(

@@ -51,8 +51,8 @@ class GeminiProvider:
     def _url(self, model: str, method: str) -> str:
         return f"{self._base}/{to_wire.model_path(model)}:{method}"
 
-    async def _call(self, url: str, body: dict[str, Any], request_id: str) -> Any:
-        return load_json(await self._http.call(url, body, request_id), self.name)
+    async def _call(self, url: str, body: dict[str, Any], request_id: str, target: Target) -> Any:
+        return load_json(await self._http.call(url, body, request_id, target.timeouts), self.name)
 
     async def _chat_body(self, req: ChatRequest) -> dict[str, Any]:
         wanted = to_wire.remote_images(req)
@@ -66,7 +66,7 @@ class GeminiProvider:
 
     async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResponse:
         body = await self._chat_body(req)
-        data = await self._call(self._url(target.model, "generateContent"), body, request_id)
+        data = await self._call(self._url(target.model, "generateContent"), body, request_id, target)
         return from_wire.chat_response(data, target.model)
 
     async def chat_stream(
@@ -74,7 +74,7 @@ class GeminiProvider:
     ) -> AsyncIterator[ChunkOrEvent]:
         body = await self._chat_body(req)
         url = self._url(target.model, "streamGenerateContent") + "?alt=sse"
-        resp = await self._http.open_stream(url, body, request_id)
+        resp = await self._http.open_stream(url, body, request_id, target.timeouts)
         return self._events(resp)
 
     async def _events(self, resp: aiohttp.ClientResponse) -> AsyncIterator[ChunkOrEvent]:
@@ -98,7 +98,7 @@ class GeminiProvider:
 
     async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResponse:
         body = to_wire.embedding_body(req, target.model)
-        data = await self._call(self._url(target.model, "batchEmbedContents"), body, request_id)
+        data = await self._call(self._url(target.model, "batchEmbedContents"), body, request_id, target)
         if not isinstance(data, dict):
             raise UpstreamError(f"The {self.name} provider answered with an unexpected body.")
         return from_wire.embedding_response(data, req, target.model)

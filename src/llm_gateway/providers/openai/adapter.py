@@ -59,8 +59,8 @@ class OpenAIProvider:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _call(self, url: str, body: dict[str, Any], request_id: str) -> tuple[bytes, Any]:
-        raw = await self._http.call(url, body, request_id)
+    async def _call(self, url: str, body: dict[str, Any], request_id: str, target: Target) -> tuple[bytes, Any]:
+        raw = await self._http.call(url, body, request_id, target.timeouts)
         return raw, load_json(raw, self.name)
 
     async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResult:
@@ -68,7 +68,7 @@ class OpenAIProvider:
         body = to_wire.passthrough_chat_body(req, target.model, force_usage=False) if passthrough else (
             to_wire.chat_body(req, target.model)
         )
-        raw, data = await self._call(self._chat_url, body, request_id)
+        raw, data = await self._call(self._chat_url, body, request_id, target)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             raise UpstreamError(f"The {self.name} provider answered with an unexpected body.")
         if passthrough:
@@ -80,7 +80,7 @@ class OpenAIProvider:
         body = to_wire.passthrough_chat_body(req, target.model, force_usage=True) if passthrough else (
             to_wire.chat_body(req, target.model)
         )
-        resp = await self._http.open_stream(self._chat_url, body, request_id)
+        resp = await self._http.open_stream(self._chat_url, body, request_id, target.timeouts)
         return self._events(resp, passthrough, req.include_usage)
 
     async def _events(
@@ -122,7 +122,7 @@ class OpenAIProvider:
             finish(resp, done)
 
     async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResult:
-        raw, data = await self._call(self._embed_url, to_wire.embedding_body(req, target.model), request_id)
+        raw, data = await self._call(self._embed_url, to_wire.embedding_body(req, target.model), request_id, target)
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
             raise UpstreamError(f"The {self.name} provider answered with an unexpected body.")
         if req.raw is not None:
