@@ -47,8 +47,14 @@ class ProviderSettings(_Strict):
     kind: ProviderKind
     api_base: str | None = None
     api_key: str | None = None
+    # One attempt's limits (504 when passed; a timed-out attempt is retried):
+    # total (a whole stream included), TCP connect, time to the answer's first
+    # byte, and the longest silence between a stream's chunks (null: only the
+    # total bounds them). A model may override each.
     timeout_s: float = Field(default=600.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    first_byte_timeout_s: float | None = Field(default=None, gt=0)
+    idle_timeout_s: float | None = Field(default=None, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
     # openai_compatible: the header that carries the key ("authorization" sends
     # "Bearer <key>"; Azure OpenAI uses "api-key") and extra query parameters
@@ -104,6 +110,17 @@ class ModelSettings(_Strict):
     max_output_tokens: int = Field(default=4096, ge=1)
     fallbacks: list[str] = Field(default_factory=list)
     mode: Literal["chat", "embedding"] = "chat"
+    # How traffic is spread over the deployments: by weight at random, to the
+    # fewest in flight (relative to weight), or to the lowest moving-average latency.
+    strategy: Literal["weighted", "least_busy", "lowest_latency"] = "weighted"
+    # Per-model overrides of the providers' timeouts (null: the provider's).
+    timeout_s: float | None = Field(default=None, gt=0)
+    connect_timeout_s: float | None = Field(default=None, gt=0)
+    first_byte_timeout_s: float | None = Field(default=None, gt=0)
+    idle_timeout_s: float | None = Field(default=None, gt=0)
+    # Limits on the model as a whole, summed over every caller.
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
 
 
 class ExternalAuth(_Strict):
@@ -130,6 +147,9 @@ class LimitsSettings(_Strict):
     default_user: Limit = Field(default_factory=lambda: Limit(rpm=60, tpm=200_000))
     default_key: Limit = Field(default_factory=Limit)
     global_: Limit = Field(default_factory=Limit, alias="global")
+    # With redis_url set and Redis unreachable: fall back to in-process limits
+    # (fail_open) or refuse with 503 (fail_closed).
+    failure_mode: Literal["fail_open", "fail_closed"] = "fail_open"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -139,6 +159,10 @@ class CacheSettings(_Strict):
     ttl_s: int = Field(default=3600, gt=0)
     max_entries: int = Field(default=10_000, ge=1)
     scope: Literal["user", "global"] = "user"
+    # Answers larger than this are not cached.
+    max_entry_bytes: int = Field(default=1_048_576, ge=1024)
+    # Charge a hit what the original answer cost (default: hits are free).
+    charge_hits: bool = False
 
 
 class CircuitBreakerSettings(_Strict):
@@ -149,22 +173,88 @@ class CircuitBreakerSettings(_Strict):
 class RoutingSettings(_Strict):
     retries: int = Field(default=2, ge=0)
     backoff_base_s: float = Field(default=0.25, ge=0)
+    # The longest the gateway waits before retrying a deployment (backoff or the
+    # provider's Retry-After); a longer Retry-After is not waited for: the
+    # request moves on to another deployment or a fallback, or gets the error.
+    max_retry_wait_s: float = Field(default=10.0, ge=0)
     circuit_breaker: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
 
 
 class LangfuseSettings(_Strict):
+    """Langfuse tracing, on when both keys are set; sent in the background."""
+
     public_key: str = ""
     secret_key: str = ""
-    host: str = ""
+    host: str = ""  # empty: https://cloud.langfuse.com
+    # Traces wait in a bounded queue: past max_queue new ones are dropped (and
+    # counted) instead of growing memory while Langfuse is slow or down.
+    max_queue: int = Field(default=10_000, ge=1)
+    batch_size: int = Field(default=100, ge=1, le=1000)
+    flush_interval_s: float = Field(default=1.0, gt=0, le=60)
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.public_key and self.secret_key)
+
+    @property
+    def base_url(self) -> str:
+        return (self.host or "https://cloud.langfuse.com").rstrip("/")
+
+    @model_validator(mode="after")
+    def _check(self) -> LangfuseSettings:
+        if bool(self.public_key) != bool(self.secret_key):
+            raise ValueError("set both public_key and secret_key (or neither)")
+        if self.host and not re.match(r"^https?://[^/]", self.host):
+            raise ValueError("host must start with http:// or https://")
+        return self
 
 
 class ObservabilitySettings(_Strict):
     sentry_dsn: str = ""
     langfuse: LangfuseSettings = Field(default_factory=LangfuseSettings)
+    # Message contents (prompts and answers) go to Langfuse and Sentry only when true.
     log_bodies: bool = False
+    # When set, GET /metrics needs "Authorization: Bearer <metrics_token>".
+    metrics_token: str = ""
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _check_dsn(cls, v: str) -> str:
+        if not v:
+            return v
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.username or not parts.hostname \
+                or not parts.path.strip("/"):
+            raise ValueError("not a Sentry DSN (expected https://<public key>@<host>/<project id>)")
+        return v
+
+
+def placeholder_problem(secret: str) -> str | None:
+    """Why ``secret`` cannot guard a production gateway, or None. Empty is
+    fine: the gateway then generates one and keeps it in the database."""
+    if not secret:
+        return None
+    folded = secret.strip().lower()
+    if (folded.startswith("<") and folded.endswith(">")) or any(w in folded for w in _PLACEHOLDER_WORDS):
+        return "is a placeholder"
+    if folded in _PLACEHOLDER_VALUES or len(set(folded)) < 4:
+        return "is a placeholder"
+    if len(secret) < 32:
+        return "is too short (at least 32 characters)"
+    return None
+
+
+_PLACEHOLDER_WORDS = ("changeme", "change-me", "change_me", "changethis", "placeholder", "replace-me", "replaceme",
+                      "your-", "your_", "xxxx", "example")
+_PLACEHOLDER_VALUES = {"secret", "password", "master", "masterkey", "master-key", "admin", "default", "none", "null"}
 
 
 class Settings(_Strict):
+    # "production" refuses placeholder secrets at start-up (the Docker image sets it).
+    environment: Literal["development", "production"] = "development"
     database_url: str = "sqlite+aiosqlite:///./data/gateway.db"
     redis_url: str | None = None
     master_key: str = ""
@@ -207,6 +297,17 @@ class Settings(_Strict):
                     raise ValueError(f"models[{i}].fallbacks: a model cannot fall back to itself")
         return self
 
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.environment != "production":
+            return self
+        for name, secret in (("master_key", self.master_key), ("auth.jwt_secret", self.auth.jwt_secret)):
+            problem = placeholder_problem(secret)
+            if problem is not None:
+                raise ValueError(f"{name} {problem}; in production set a real secret "
+                                 "(or leave it empty to have one generated and stored)")
+        return self
+
     def provider(self, name: str) -> ProviderSettings:
         for p in self.providers:
             if p.name == name:
@@ -217,7 +318,8 @@ class Settings(_Strict):
 # ---------------------------------------------------------------- loading
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_OVERRIDABLE = ("database_url", "redis_url", "master_key", "max_request_bytes", "usage_flush_interval_s")
+_OVERRIDABLE = ("database_url", "redis_url", "master_key", "max_request_bytes", "usage_flush_interval_s",
+                "environment")
 
 MOCK_PROVIDER: dict[str, Any] = {"name": "mock", "kind": "mock"}
 MOCK_MODEL: dict[str, Any] = {
@@ -252,7 +354,12 @@ def embedded_defaults(env: Mapping[str, str]) -> dict[str, Any]:
     for kind, var in ENV_KEYS.items():
         if env.get(var):
             providers.append({"name": kind, "kind": kind, "api_key": env[var]})
-    return {"providers": providers, "master_key": env.get("GATEWAY_MASTER_KEY", "")}
+    observability = {
+        "sentry_dsn": env.get("SENTRY_DSN", ""),
+        "langfuse": {"public_key": env.get("LANGFUSE_PUBLIC_KEY", ""),
+                     "secret_key": env.get("LANGFUSE_SECRET_KEY", ""), "host": env.get("LANGFUSE_HOST", "")},
+    }
+    return {"providers": providers, "master_key": env.get("GATEWAY_MASTER_KEY", ""), "observability": observability}
 
 
 def _with_builtin_models(data: dict[str, Any]) -> dict[str, Any]:
