@@ -86,6 +86,8 @@ class GatewayState:
         response_cache = ResponseCache(settings.cache, redis)
         pipeline = Pipeline(router, ledger, usage, limiter, response_cache)
         observer = pipeline.observer = Observer(settings, router)
+        limiter.on_redis_failure = observer.metrics.redis_fallbacks.labels("limits").inc
+        response_cache.on_redis_failure = observer.metrics.redis_fallbacks.labels("cache").inc
         return cls(
             settings, providers, router, pipeline, db, auth, throttle, ledger, usage, redis, listener,
             external=external, observer=observer,

@@ -116,8 +116,12 @@ def test_redis_stopped_mid_test_gives_the_configured_fallback_without_hanging(
         codes = [chat(base, key).status_code for _ in range(6)]
         assert time.monotonic() - began < 10  # no request waits on the dead server
         if mode == "fail_open":
-            # This process's own limits take over (a fresh bucket of 4).
+            # This process's own limits take over (a fresh bucket of 4), and it is counted.
             assert codes == [200] * 4 + [429] * 2
+            metrics = httpx.get(f"{base}/metrics").text
+            series = 'gateway_redis_fallbacks_total{component="limits"}'
+            line = next(x for x in metrics.splitlines() if x.startswith(series))
+            assert float(line.split()[-1]) == 6
         else:
             assert codes == [503] * 6
             r = chat(base, key)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from llm_gateway.cache.entries import Entry
@@ -66,12 +67,15 @@ class ResponseCache:
         self._paused_until = 0.0
         self._logged_at = 0.0
         self.errors = 0
+        self.on_redis_failure: Callable[[], None] | None = None  # counted in metrics
 
     def _usable(self) -> bool:
         return self._redis is not None and time.monotonic() >= self._paused_until
 
     def _failed(self, what: str, exc: Exception) -> None:
         self.errors += 1
+        if self.on_redis_failure is not None:
+            self.on_redis_failure()
         now = time.monotonic()
         self._paused_until = now + _PAUSE_S
         if now - self._logged_at >= 30:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -80,6 +81,7 @@ class Limiter:
         self.redis = RedisBackend(redis) if redis is not None else None
         self.fail_closed = settings.failure_mode == "fail_closed"
         self.redis_failures = 0  # decisions taken in process because Redis failed
+        self.on_redis_failure: Callable[[], None] | None = None  # counted in metrics
         self._redis_down_until = 0.0
         self._background: set[asyncio.Task[None]] = set()
 
@@ -138,7 +140,7 @@ class Limiter:
                         code="rate_limiter_unavailable",
                     ) from None
         elif self.redis is not None:
-            self.redis_failures += 1
+            self._count_failure()
             if self.fail_closed:
                 raise ServiceUnavailable(
                     "Rate limits cannot be checked right now; try again shortly.",
@@ -146,8 +148,13 @@ class Limiter:
                 )
         return self.memory, self.memory.decide_now(rules)
 
-    def _redis_failed(self, exc: Exception) -> None:
+    def _count_failure(self) -> None:
         self.redis_failures += 1
+        if self.on_redis_failure is not None:
+            self.on_redis_failure()
+
+    def _redis_failed(self, exc: Exception) -> None:
+        self._count_failure()
         self._redis_down_until = time.monotonic() + REDIS_RETRY_S
         mode = "refusing requests" if self.fail_closed else "using in-process limits"
         log.warning("rate limiter: Redis unavailable (%s); %s for %.0f s", type(exc).__name__, mode,

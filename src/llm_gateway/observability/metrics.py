@@ -104,6 +104,11 @@ class Metrics:
         self.langfuse_sent = Counter("gateway_langfuse_traces_sent_total", "Traces accepted by Langfuse.", registry=r)
         self.langfuse_dropped = Counter("gateway_langfuse_traces_dropped_total",
                                         "Traces not delivered to Langfuse, by reason.", ["reason"], registry=r)
+        self.redis_fallbacks = Counter("gateway_redis_fallbacks_total",
+                                       "Decisions taken without Redis because it failed, by component.",
+                                       ["component"], registry=r)
+        for component in ("limits", "cache"):
+            self.redis_fallbacks.labels(component)
         self.log_lines_dropped = Counter("gateway_log_lines_dropped_total",
                                          "Request log lines dropped because standard output did not keep up.",
                                          registry=r)
