@@ -30,7 +30,7 @@ def free_port() -> int:
 class Child:
     """A pinned child process in its own session, logging to a file."""
 
-    def __init__(self, name: str, argv: Sequence[str], cpu: int, log: Path, cwd: Path | None = None,
+    def __init__(self, name: str, argv: Sequence[str], cpu: int | str, log: Path, cwd: Path | None = None,
                  env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log = log

@@ -16,6 +16,11 @@ Environment:
     BENCH_CHUNK_DELAY_MS=2   upstream pause between stream chunks
     BENCH_CONFIG_EXTRA=F     same as --config-extra F
     BENCH_API_KEY=K          send "Authorization: Bearer K" (for configs with auth on)
+    BENCH_WORKERS=N          also run each gateway with N worker processes (gunicorn),
+                             pinned to cores 0..N-1, and print N-worker vs 1-worker throughput
+    BENCH_DATABASE_URL=U     the gateways' database (migrated first), e.g. PostgreSQL for
+                             several workers; default: SQLite in a temporary folder
+    BENCH_REDIS_URL=U        the gateways' Redis (shared limits and revocations)
 
 ``--config-extra F`` benches a second gateway, configured with the base
 config deep-merged with YAML file F (mappings merge, lists and scalars
@@ -72,6 +77,9 @@ class Options:
         self.warmup_s = 1.0 if self.quick else 3.0
         self.config_extra = Path(args.config_extra) if args.config_extra else None
         self.api_key = os.environ.get("BENCH_API_KEY", "")
+        self.workers = int(os.environ.get("BENCH_WORKERS", "1"))
+        self.database_url = os.environ.get("BENCH_DATABASE_URL") or None
+        self.redis_url = os.environ.get("BENCH_REDIS_URL") or None
 
 
 MASTER_KEY = "gw-bench-master-key-000000000000000000000000000"
@@ -133,18 +141,22 @@ def bench_direct(opts: Options, wrk: str, upstream: str, body_file: Path, stream
 
 
 def bench_gateway(name: str, config: dict[str, Any], opts: Options, wrk: str, tmp: Path, upstream: str,
-                  body_file: Path, stream_body: bytes) -> PathResult:
-    """Start one gateway, time its start-up, warm it, load it, and stop it."""
+                  body_file: Path, stream_body: bytes, workers: int = 1) -> PathResult:
+    """Start one gateway, time its start-up, warm it, load it, and stop it.
+    With ``workers`` > 1 it runs gunicorn with that many workers, allowed on
+    cores 0..workers-1 (so the load generator's core is shared with one)."""
     result = PathResult(name, config=config)
     config_file = tmp / f"gateway-{len(list(tmp.glob('gateway-*.yaml')))}.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env["BENCH_UPSTREAM_BASE"] = upstream
-    argv = [str(GATEWAY), "serve", "--config", str(config_file), "--host", "127.0.0.1", "--port", str(port)]
+    argv = [str(GATEWAY), "serve", "--config", str(config_file), "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers)]
     base = f"http://127.0.0.1:{port}"
     url = f"{base}/v1/chat/completions"
-    child = Child(f"gateway ({name})", argv, GATEWAY_CPU, tmp / f"{config_file.stem}.log", tmp, env)
+    cpus = ",".join(str(GATEWAY_CPU + i) for i in range(workers))
+    child = Child(f"gateway ({name})", argv, cpus, tmp / f"{config_file.stem}.log", tmp, env)
     with running(child) as gw:
         result.startup_s = wait_for_health(gw, f"{base}/health")
         print(f"  gateway ({name}) up in {result.startup_s:.2f}s; warming up ...", flush=True)
@@ -154,15 +166,53 @@ def bench_gateway(name: str, config: dict[str, Any], opts: Options, wrk: str, tm
         label = f"gateway ({name})"
         run_wrk(wrk, url, body_file, 16, opts.warmup_s, CLIENT_CPU, opts.api_key, f"{label} warm-up")
         asyncio.run(measure(url, stream_body, n=0, warmup=20, api_key=opts.api_key))
-        result.rss_after_warmup_mib = gw.rss_mib()
+        result.rss_after_warmup_mib = group_rss_mib(gw)
         for c in opts.concurrency:
             print(f"  gateway c={c:<3} ...", flush=True)
             result.load.append(run_wrk(wrk, url, body_file, c, opts.duration_s, CLIENT_CPU, opts.api_key, label))
         print("  gateway streaming ...", flush=True)
         result.stream = stream_stats(url, stream_body, opts.stream_n, opts.api_key)
-        result.rss_after_load_mib = gw.rss_mib()
+        result.rss_after_load_mib = group_rss_mib(gw)
         gw.check_alive()
     return result
+
+
+def group_rss_mib(child: Child) -> float:
+    """RSS of the gateway and, with several workers, of its worker processes."""
+    total = child.rss_mib()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(child.pid):
+            try:
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == child.pid:
+                    total += next(int(line.split()[1]) for line in (entry / "status").read_text().splitlines()
+                                  if line.startswith("VmRSS:")) / 1024
+            except (OSError, StopIteration, ValueError):
+                continue
+    return total
+
+
+def migrate(database_url: str, tmp: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["GATEWAY_DATABASE_URL"] = database_url
+    done = subprocess.run([str(GATEWAY), "migrate"], cwd=tmp, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BenchError(f"llm-gateway migrate failed on BENCH_DATABASE_URL:\n{done.stderr}")
+
+
+def render_scaling(pairs: list[tuple[PathResult, PathResult]], workers: int) -> str:
+    """Throughput of each gateway with ``workers`` processes against one."""
+    lines = ["", f"{workers} workers on cores {GATEWAY_CPU}..{GATEWAY_CPU + workers - 1} (sharing core {CLIENT_CPU} "
+                 f"with wrk and the fake upstream) against 1 worker on core {GATEWAY_CPU}:"]
+    for one, many in pairs:
+        lines += ["", f"== {workers} workers vs 1: {one.name} ==",
+                  f"{'conc':>5} {'1 worker rps':>13} {f'{workers} workers rps':>15} {'ratio':>6}"]
+        single = {r.concurrency: r for r in one.load}
+        for r in many.load:
+            if r.concurrency in single:
+                base = single[r.concurrency].rps
+                lines.append(f"{r.concurrency:>5} {base:>13.0f} {r.rps:>15.0f} {r.rps / base:>6.2f}")
+    return "\n".join(lines)
 
 
 def provision_key(base: str, master_key: str) -> str:
@@ -186,6 +236,8 @@ def run(opts: Options) -> None:
                          f"this process may only use {sorted(os.sched_getaffinity(0))}")
     if not GATEWAY.exists():
         raise BenchError(f"{GATEWAY} not found; create the venv and install the project first")
+    if not set(range(GATEWAY_CPU, GATEWAY_CPU + opts.workers)) <= os.sched_getaffinity(0):
+        raise BenchError(f"BENCH_WORKERS={opts.workers} needs cores {GATEWAY_CPU}..{GATEWAY_CPU + opts.workers - 1}")
     wrk = ensure_wrk()
     os.sched_setaffinity(0, {CLIENT_CPU})  # the streaming client runs in this process
     body = (BENCH / "request.json").read_bytes().strip()
@@ -194,7 +246,7 @@ def run(opts: Options) -> None:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": _git_commit(), "quick": opts.quick,
         "duration_s": opts.duration_s, "concurrency": opts.concurrency, "stream_requests": opts.stream_n,
         "chunk_delay_ms": opts.chunk_delay_ms, "request_bytes": len(body),
-        "gateway_cpu": GATEWAY_CPU, "client_cpu": CLIENT_CPU,
+        "gateway_cpu": GATEWAY_CPU, "client_cpu": CLIENT_CPU, "workers": opts.workers,
     }
     with tempfile.TemporaryDirectory(prefix="llm-gateway-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -208,18 +260,29 @@ def run(opts: Options) -> None:
             wait_for_port(up, up_port)
             print(f"fake upstream on {upstream}; direct path:", flush=True)
             direct = bench_direct(opts, wrk, upstream, body_file, stream_body)
-            gateways = [bench_gateway("base", base_config(upstream), opts, wrk, tmp, upstream, body_file,
-                                      stream_body)]
+            shared = {k: v for k, v in (("database_url", opts.database_url), ("redis_url", opts.redis_url)) if v}
+            if opts.database_url:
+                migrate(opts.database_url, tmp)
+            configs = [("base", base_config(upstream) | shared)]
             if opts.config_extra is not None:
                 extra = yaml.safe_load(opts.config_extra.read_text()) or {}
                 if not isinstance(extra, dict):
                     raise BenchError(f"{opts.config_extra}: the top level must be a mapping")
-                merged = deep_merge(base_config(upstream), extra)
-                gateways.append(bench_gateway(f"extra {opts.config_extra.name}", merged, opts, wrk, tmp,
-                                              upstream, body_file, stream_body))
+                configs.append((f"extra {opts.config_extra.name}", deep_merge(base_config(upstream) | shared, extra)))
+            gateways: list[PathResult] = []
+            pairs: list[tuple[PathResult, PathResult]] = []
+            for name, config in configs:
+                gateways.append(bench_gateway(name, config, opts, wrk, tmp, upstream, body_file, stream_body))
+                if opts.workers > 1:
+                    many = bench_gateway(f"{name}, {opts.workers} workers", config, opts, wrk, tmp, upstream,
+                                         body_file, stream_body, workers=opts.workers)
+                    gateways.append(many)
+                    pairs.append((gateways[-2], many))
             up.check_alive()
     print()
     print(render(meta, direct, gateways))
+    if pairs:
+        print(render_scaling(pairs, opts.workers))
     write_json(RESULTS, meta, direct, gateways)
     print(f"\nresults written to {RESULTS.relative_to(ROOT)}")
 

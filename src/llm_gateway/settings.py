@@ -238,11 +238,10 @@ def placeholder_problem(secret: str) -> str | None:
     if not secret:
         return None
     folded = secret.strip().lower()
-    if (folded.startswith("<") and folded.endswith(">")) or any(w in folded for w in _PLACEHOLDER_WORDS):
+    if (folded.startswith("<") and folded.endswith(">")) or any(w in folded for w in _PLACEHOLDER_WORDS) \
+            or folded in _PLACEHOLDER_VALUES or len(set(folded)) < 4:
         return "is a placeholder"
-    if folded in _PLACEHOLDER_VALUES or len(set(folded)) < 4:
-        return "is a placeholder"
-    if len(secret) < 32:
+    if len(secret) < 32:  # HS256 wants a key of at least 256 bits (RFC 7518 §3.2)
         return "is too short (at least 32 characters)"
     return None
 

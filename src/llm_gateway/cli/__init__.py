@@ -50,7 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[config], help="run the HTTP server")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8080, help="port to bind (default: %(default)s)")
-    serve.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default: %(default)s)")
+    serve.add_argument("--workers", default=None, metavar="N",
+                       help="worker processes, or 'auto' for one per CPU (default: $GATEWAY_WORKERS, else 1)")
+    serve.add_argument("--graceful-timeout", type=int, default=None, metavar="S",
+                       help="on SIGTERM, seconds to let requests and streams finish and settle "
+                            "(default: $GATEWAY_GRACEFUL_TIMEOUT_S, else 300)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_lazy("serve", "serve"))
 

@@ -10,6 +10,7 @@ import sys
 
 from llm_gateway.db.engine import Database
 from llm_gateway.db.migrate import SchemaOutOfDate, ensure_schema
+from llm_gateway.observability.logs import configure_logging
 from llm_gateway.settings import Settings, load_settings
 
 
@@ -43,29 +44,110 @@ async def _prepare_schema(settings: Settings) -> str | None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from llm_gateway import workers as w
+    from llm_gateway.cli import CliError
 
-    from llm_gateway.app import create_app
+    workers = args.workers or os.environ.get("GATEWAY_WORKERS") or "1"
+    try:
+        count = w.worker_count(workers)
+    except ValueError:
+        raise CliError(f"--workers (or GATEWAY_WORKERS) must be a whole number of at least 1, or auto, "
+                       f"not {workers!r}") from None
+    given = args.graceful_timeout
+    if given is None:
+        given = os.environ.get("GATEWAY_GRACEFUL_TIMEOUT_S") or w.DEFAULT_GRACEFUL_TIMEOUT_S
+    try:
+        graceful = int(given)
+        if graceful <= 0:
+            raise ValueError
+    except ValueError:
+        raise CliError(f"--graceful-timeout (or GATEWAY_GRACEFUL_TIMEOUT_S) must be a whole number of seconds "
+                       f"above 0, not {given!r}") from None
+    if count == 1:
+        return _serve(args, graceful, count)
+    # Before anything imports prometheus_client: it picks multi-process
+    # storage at import, and the workers inherit this process's imports.
+    w.prepare_metrics_dir()
+    # What gunicorn_conf reads, validated (it is imported by the master).
+    os.environ["GATEWAY_WORKERS"] = str(count)
+    os.environ["GATEWAY_GRACEFUL_TIMEOUT_S"] = str(graceful)
+    try:
+        return _serve(args, graceful, count)
+    finally:
+        # However the master ends (gunicorn exits through SystemExit). Workers
+        # unwind through here too, and leave it: it is the master's.
+        w.remove_metrics_dir()
+
+
+def _serve(args: argparse.Namespace, graceful: int, count: int) -> int:
+    from llm_gateway import workers as w
+    from llm_gateway.cli import CliError
 
     settings = load_settings(args.config)  # fail fast, before binding
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)  # JSON lines on standard output (SPEC §8)
     refusal = asyncio.run(_prepare_schema(settings))
     if refusal is not None:
         print(f"llm-gateway: {refusal}", file=sys.stderr)
         return 1
-    common = {
-        "host": args.host,
-        "port": args.port,
-        "log_level": args.log_level,
-        "access_log": False,
-        "loop": "uvloop",
-        "http": "httptools",
-        "timeout_keep_alive": 75,
-    }
-    if args.workers > 1:
+    if count > 1:
+        taken = _port_taken(args.host, args.port)
+        if taken is not None:
+            raise CliError(taken)
         if args.config:
             os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
-        uvicorn.run("llm_gateway.app:app_factory", factory=True, workers=args.workers, **common)  # type: ignore[arg-type]
-    else:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        _run_gunicorn(args, count, graceful)
+        return 0
+    import uvicorn
+
+    from llm_gateway.app import create_app
+
+    uvicorn.run(
+        create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+        loop="uvloop", http="httptools", timeout_keep_alive=w.KEEP_ALIVE_S,
+        timeout_graceful_shutdown=w.drain_seconds(graceful),
+    )
     return 0
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why the workers could not listen on ``host:port``, or None. Each
+    worker binds its own SO_REUSEPORT socket, which would quietly join
+    another server's on the same port: check once, plainly, first."""
+    import socket
+
+    address = host.strip("[]")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
+def _run_gunicorn(args: argparse.Namespace, workers: int, graceful_timeout_s: int) -> None:
+    """gunicorn with ``llm_gateway.gunicorn_conf``, bound and sized by the flags.
+    Each worker builds its own app (pools, caches, Redis clients are per
+    process); the modules are imported once here so that workers fork with
+    them loaded (quicker start, shared memory)."""
+    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+
+    import llm_gateway.app
+
+    host = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
+    options = {"bind": [f"{host}:{args.port}"], "workers": workers, "graceful_timeout": graceful_timeout_s,
+               "loglevel": args.log_level}
+
+    class Gateway(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            from llm_gateway import gunicorn_conf
+
+            defaults = {k: v for k, v in vars(gunicorn_conf).items() if k in self.cfg.settings}
+            for key, value in (defaults | options).items():
+                self.cfg.set(key, value)
+
+        def load(self) -> object:
+            return llm_gateway.app.app_factory()
+
+    Gateway().run()
