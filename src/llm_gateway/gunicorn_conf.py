@@ -41,9 +41,21 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # Several gateways on one host must not fight over gunicorn's default
 # control-socket path (gunicorn >= 25; ignored by older versions).
 control_socket_disable = True
-# Errors to standard error; the gateway writes its own per-request log lines.
-errorlog = "-"
+# gunicorn's own lines (start, worker exits) as JSON on standard output, like
+# every other line; no access log: the gateway writes its own request lines.
 accesslog = None
+logconfig_dict: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "llm_gateway.observability.logs.JsonFormatter"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+    "root": {"handlers": ["stdout"]},  # the level stays what --log-level set
+    "loggers": {
+        # uvicorn's workers copy this logger's handlers for their own lines.
+        "gunicorn.error": {"handlers": ["stdout"], "propagate": False},
+        "gunicorn.access": {"handlers": [], "propagate": False},
+    },
+}
 proc_name = "llm-gateway"
 
 

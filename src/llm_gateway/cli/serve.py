@@ -102,7 +102,9 @@ def _serve(args: argparse.Namespace, graceful: int, count: int) -> int:
     from llm_gateway.app import create_app
 
     uvicorn.run(
+        # log_config=None: uvicorn's own lines go through the JSON handler too.
         create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+        log_config=None,
         loop="uvloop", http="httptools", timeout_keep_alive=w.KEEP_ALIVE_S,
         timeout_graceful_shutdown=w.drain_seconds(graceful),
     )
