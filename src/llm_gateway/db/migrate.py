@@ -9,6 +9,7 @@ must already be at the head revision, else the server refuses to start.
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
@@ -85,10 +86,22 @@ async def _stored_revision(db: Database) -> str | None:
     return str(rev) if rev is not None else None
 
 
+def _known_revisions() -> set[str]:
+    """The revisions this code knows (each migration file is named after its own)."""
+    return {p.stem for p in (Path(__file__).parent / "migrations" / "versions").glob("*.py")}
+
+
 async def ensure_schema(db: Database) -> None:
     current = await _stored_revision(db)
     if current == HEAD:
         return
+    if current is not None and current not in _known_revisions():
+        # A newer gateway migrated this database (an old replica during a
+        # rolling upgrade): migrating from here would go nowhere.
+        raise SchemaOutOfDate(
+            f"the database schema is at revision {current}, newer than this gateway ({HEAD}): "
+            f"it was migrated by a newer version; upgrade this gateway"
+        )
     if db.is_sqlite:
         await upgrade(db)
         return
