@@ -8,6 +8,7 @@ must already be at the head revision, else the server refuses to start.
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ _LOCK_ID = 7_401_113_557  # arbitrary, constant: the gateway's migration lock
 # The newest revision in migrations/versions (a test keeps the two equal), so
 # that a start-up on an up-to-date schema never has to import Alembic.
 HEAD = "0002_billing"
+
+log = logging.getLogger("llm_gateway.db")
 
 
 class SchemaOutOfDate(Exception):
@@ -96,12 +99,12 @@ async def ensure_schema(db: Database) -> None:
     if current == HEAD:
         return
     if current is not None and current not in _known_revisions():
-        # A newer gateway migrated this database (an old replica during a
-        # rolling upgrade): migrating from here would go nowhere.
-        raise SchemaOutOfDate(
-            f"the database schema is at revision {current}, newer than this gateway ({HEAD}): "
-            f"it was migrated by a newer version; upgrade this gateway"
-        )
+        # A newer gateway migrated this database: this is an old replica
+        # during a rolling upgrade. Migrations are additive, so it keeps
+        # working (docs/deployment.md); migrating from here would go nowhere.
+        log.warning("the database schema is at revision %s, newer than this gateway (%s): running on it; "
+                    "upgrade this gateway", current, HEAD)
+        return
     if db.is_sqlite:
         await upgrade(db)
         return
