@@ -24,10 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -55,6 +55,7 @@ from llm_gateway.types import (
 )
 
 log = logging.getLogger("llm_gateway.billing")
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -167,23 +168,14 @@ class Pipeline:
         if not self.cache.settings.charge_hits:
             return
         call.usage = entry.usage
-        amount = cost_usd(model.pricing, entry.usage)
-        principal = call.principal
-        if principal.user_id is None or (amount <= 0 and principal.budget_usd is None):
-            return
-        call.hold = await self.ledger.reserve(
-            principal.user_id, amount, key_id=principal.key_id,
-            budget_usd=principal.budget_usd, budget_kind=principal.budget_period,
-        )
+        await self._hold(call, cost_usd(model.pricing, entry.usage))
         await self._settle_detached(call)
 
     def _store(self, call: Call, entry: Entry | None) -> None:
-        """Keep a complete answer, off the response's path."""
-        if entry is None or call.cache_key is None or call.cache == "HIT":
-            return
-        if call.cache_mode == "off":
-            return
-        self._detach(self.cache.set(call.cache_key, entry))
+        """Keep a complete answer, off the response's path. (``cache_key`` is
+        set only when the request may fill the cache; hits never get here.)"""
+        if entry is not None and call.cache_key is not None:
+            self._detach(self.cache.set(call.cache_key, entry))
 
     def _detach(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work)
@@ -192,29 +184,33 @@ class Pipeline:
         return task
 
     # ----------------------------------------------------- provider calls
-    # Route choice and the call itself; ``call.route`` is the deployment
-    # that served (or last failed).
-
     # The router retries, falls back and keeps the circuit breakers; each
-    # attempt records its route, so a failed one is never what is charged.
+    # attempt records its route on ``call``, so ``call.route`` is the
+    # deployment that served (or last failed) and a failed one is never
+    # what is charged.
 
-    async def _call_chat(self, req: ChatRequest, model: ModelSettings, call: Call) -> ChatResult:
-        async def attempt(route: Route) -> ChatResult:
+    async def _run(
+        self, model: ModelSettings, call: Call, send: Callable[[Route], Awaitable[T]], hold: bool = False
+    ) -> T:
+        """``send`` to the deployments the router picks, recording each
+        attempt's route on ``call``."""
+        async def attempt(route: Route) -> T:
             call.route = route
             call.attempts += 1
-            return await route.provider.chat(req, route.target, call.request_id)
+            return await send(route)
 
         call.upstream_started = time.perf_counter()
-        return await self.router.run(model, attempt)
+        return await self.router.run(model, attempt, hold=hold)
+
+    async def _call_chat(self, req: ChatRequest, model: ModelSettings, call: Call) -> ChatResult:
+        return await self._run(model, call, lambda route: route.provider.chat(req, route.target, call.request_id))
 
     async def _open_stream(
         self, req: ChatRequest, model: ModelSettings, call: Call
     ) -> tuple[ChunkOrEvent, AsyncIterator[ChunkOrEvent]]:
         """Open the stream and wait for its first event: until then a failed
         attempt can still be retried, since nothing has reached the client."""
-        async def attempt(route: Route) -> tuple[ChunkOrEvent, AsyncIterator[ChunkOrEvent]]:
-            call.route = route
-            call.attempts += 1
+        async def open_one(route: Route) -> tuple[ChunkOrEvent, AsyncIterator[ChunkOrEvent]]:
             events = await route.provider.chat_stream(req, route.target, call.request_id)
             try:
                 first = await anext(events)
@@ -226,28 +222,25 @@ class Pipeline:
                 raise
             return first, events
 
-        call.upstream_started = time.perf_counter()
-        first, events = await self.router.run(model, attempt, hold=True)
+        first, events = await self._run(model, call, open_one, hold=True)
         assert call.route is not None
         return first, self.router.track(events, call.route, call)
 
     async def _call_embed(self, req: EmbeddingRequest, model: ModelSettings, call: Call) -> EmbeddingResult:
-        async def attempt(route: Route) -> EmbeddingResult:
-            call.route = route
-            call.attempts += 1
-            return await route.provider.embed(req, route.target, call.request_id)
-
-        call.upstream_started = time.perf_counter()
-        return await self.router.run(model, attempt)
+        return await self._run(model, call, lambda route: route.provider.embed(req, route.target, call.request_id))
 
     # -------------------------------------------------------------- money
 
     async def _reserve(self, call: Call, model: ModelSettings, prompt_tokens: int, output_tokens: int) -> None:
+        # Any model of the fallback chain may serve: hold what the dearest would cost.
+        await self._hold(call, max(max_cost_usd(m.pricing, prompt_tokens, output_tokens)
+                                   for m in self.router.chain(model)))
+
+    async def _hold(self, call: Call, amount: Decimal) -> None:
+        """Reserve ``amount`` of the caller's balance (402 when it does not fit)."""
         principal = call.principal
         if principal.user_id is None:
             return  # the master key is charged to nobody
-        # Any model of the fallback chain may serve: hold what the dearest would cost.
-        amount = max(max_cost_usd(m.pricing, prompt_tokens, output_tokens) for m in self.router.chain(model))
         if amount <= 0 and principal.budget_usd is None:
             return  # a model priced at zero needs no balance
         call.hold = await self.ledger.reserve(

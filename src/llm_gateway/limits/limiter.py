@@ -129,18 +129,14 @@ class Limiter:
         return admission
 
     async def _decide(self, rules: tuple[Rule, ...]) -> tuple[Backend, Decision]:
-        if self.redis is not None and time.monotonic() >= self._redis_down_until:
-            try:
-                return self.redis, await self.redis.decide(rules)
-            except Exception as exc:
-                self._redis_failed(exc)
-                if self.fail_closed:
-                    raise ServiceUnavailable(
-                        "Rate limits cannot be checked right now; try again shortly.",
-                        code="rate_limiter_unavailable",
-                    ) from None
-        elif self.redis is not None:
-            self._count_failure()
+        if self.redis is not None:
+            if time.monotonic() >= self._redis_down_until:
+                try:
+                    return self.redis, await self.redis.decide(rules)
+                except Exception as exc:
+                    self._redis_failed(exc)
+            else:
+                self._count_failure()
             if self.fail_closed:
                 raise ServiceUnavailable(
                     "Rate limits cannot be checked right now; try again shortly.",
@@ -154,6 +150,7 @@ class Limiter:
             self.on_redis_failure()
 
     def _redis_failed(self, exc: Exception) -> None:
+        """Count and log the failure, and leave Redis alone for a while."""
         self._count_failure()
         self._redis_down_until = time.monotonic() + REDIS_RETRY_S
         mode = "refusing requests" if self.fail_closed else "using in-process limits"
@@ -168,11 +165,10 @@ class Limiter:
         delta = used_tokens - admission.tokens
         if delta == 0:
             return
-        pairs = [(r, delta) for r in admission.rules if r.unit == "tokens"]
-        if not pairs:
+        rules = tuple(r for r in admission.rules if r.unit == "tokens")
+        if not rules:
             return
-        rules = tuple(r for r, _ in pairs)
-        deltas = tuple(d for _, d in pairs)
+        deltas = (delta,) * len(rules)
         if admission.backend is self.memory:
             self.memory.correct_now(rules, deltas)
             return
