@@ -189,9 +189,16 @@ def test_request_id_passes_through(topology: Topology) -> None:
     assert mine.status_code == 200 and mine.headers["x-request-id"] == "deploy-test-42"
     made = httpx.post(f"{topology.url}/v1/chat/completions", json=body, headers=AUTH, timeout=10)
     assert len(made.headers["x-request-id"]) == 32  # nginx's own id, used by the gateway
+    # nginx writes its access-log line once the response is out, which can be
+    # a moment after the client has read it.
+    wanted = ['"request_id":"deploy-test-42"', f'"request_id":"{made.headers["x-request-id"]}"']
+    deadline = time.monotonic() + 5
     logged = (topology.nginx.folder / "stdout.log").read_text()
-    assert '"request_id":"deploy-test-42"' in logged
-    assert f'"request_id":"{made.headers["x-request-id"]}"' in logged
+    while not all(w in logged for w in wanted) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        logged = (topology.nginx.folder / "stdout.log").read_text()
+    for line in wanted:
+        assert line in logged
 
 
 def test_metrics_of_an_instance_sum_all_its_workers(topology: Topology) -> None:
