@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +36,31 @@ def providers(upstream: str) -> list[dict[str, Any]]:
         {"name": "up-quick", **base, "first_byte_timeout_s": QUICK, "idle_timeout_s": QUICK},
         {"name": "up-total", **base, "timeout_s": 0.6},
         {"name": "down", "kind": "openai", "api_base": "http://127.0.0.1:9/v1", "api_key": "x"},
+        {"name": "silent", "kind": "openai", "api_base": f"http://127.0.0.1:{unanswered_port()}/v1", "api_key": "x",
+         "connect_timeout_s": QUICK},
     ]
+
+
+_held: list[socket.socket] = []
+
+
+@functools.cache
+def unanswered_port() -> int:
+    """A port whose TCP handshakes never complete, like a host behind a
+    firewall that drops packets: it listens with a backlog of 0, already full
+    of connections nobody accepts, so the kernel drops every further SYN. The
+    sockets live as long as the test process."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port: int = listener.getsockname()[1]
+    _held.append(listener)
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        _held.append(filler)
+    return port
 
 
 def model(name: str, *upstreams: str, provider: str = "up", **extra: Any) -> dict[str, Any]:

@@ -51,6 +51,8 @@ MODELS = [
     model("main", "main-down", fallbacks=["backup"]),
     {**model("backup", "backup"), "pricing": {"input_per_mtok": "3000", "output_per_mtok": "6000"}},
     model("unreachable", "down:gpt-x", fallbacks=["backup"]),
+    model("no-handshake", "silent:gpt-x"),
+    model("no-handshake-then-backup", "silent:gpt-x", fallbacks=["backup"]),
     {**model("spread"), "deployments": [{"provider": "up", "model": "w3", "weight": 3},
                                         {"provider": "up", "model": "w1", "weight": 1},
                                         {"provider": "up", "model": "w1b", "weight": 1}]},
@@ -244,6 +246,22 @@ def test_a_model_overrides_its_providers_timeouts(
     started = time.monotonic()
     resp = _post(http, stack, user[1], {"model": "model-timeout", "messages": USER})
     assert resp.status_code == 504 and time.monotonic() - started < 4
+
+
+def test_a_connection_that_is_never_accepted_times_out(
+    stack: FaultyStack, http: httpx.Client, user: tuple[str, str]
+) -> None:
+    # "silent" allows QUICK seconds for the TCP handshake, and never completes one;
+    # each of the 3 attempts gives up at the connect timeout.
+    started = time.monotonic()
+    resp = _post(http, stack, user[1], {"model": "no-handshake", "messages": USER})
+    assert resp.status_code == 504 and resp.json()["error"]["type"] == "timeout_error", resp.text
+    assert 3 * QUICK <= time.monotonic() - started < 3
+    started = time.monotonic()
+    stream = _client(stack, user[1]).chat.completions.create(
+        model="no-handshake-then-backup", messages=USER, stream=True)  # type: ignore[arg-type]
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "served by backup ok done "
+    assert time.monotonic() - started < 3
 
 
 # ------------------------------------------------------------- fallbacks
