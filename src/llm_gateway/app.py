@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from llm_gateway import __version__
 from llm_gateway.api import admin, billing, health, login, me
+from llm_gateway.api.anthropic import routes as anthropic_routes
 from llm_gateway.api.openai import routes as openai_routes
 from llm_gateway.api.openai.schemas import OPENAPI_PATHS, OPENAPI_SCHEMAS
 from llm_gateway.api.responses import install_error_handlers
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Requests in flight, and unhandled errors reported before the 500 is rendered.
         app.add_middleware(ObservedRequests, observer=state.observer)
     app.router.routes.extend(openai_routes.routes)
+    app.router.routes.extend(anthropic_routes.routes)
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(me.router)

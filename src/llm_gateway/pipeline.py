@@ -302,7 +302,7 @@ class Pipeline:
     async def chat(self, req: ChatRequest, call: Call) -> ChatResult:
         model = self._resolve(req.model, call)
         await self._admit(call, model, _admission_tokens(req))
-        entry = await self._lookup(call, "chat", req.raw)
+        entry = await self._lookup(call, *req.cache_source)
         if entry is not None:
             await self._serve_hit(call, model, entry)
             return RawChat(entry.body, entry.usage)
@@ -330,7 +330,7 @@ class Pipeline:
         call.stream = True
         model = self._resolve(req.model, call)
         await self._admit(call, model, _admission_tokens(req))
-        entry = await self._lookup(call, "chat", req.raw)
+        entry = await self._lookup(call, *req.cache_source)
         if entry is not None:
             await self._serve_hit(call, model, entry)
             call.first_byte_at = time.perf_counter()

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -124,6 +125,31 @@ def test_contents_only_with_log_bodies(tmp_path: Path) -> None:
         assert generation["input"]["messages"][0]["content"] == PROMPT + " again"
         assert generation["output"] == {"role": "assistant", "content": text} and text
         assert key not in b"".join(state.raw).decode()
+
+
+def test_messages_traces_carry_the_anthropic_contents(tmp_path: Path) -> None:
+    with traced(tmp_path, log_bodies=True) as (stack, _, state):
+        _, _, key = _user_client(stack)
+        client = anthropic.Anthropic(base_url=stack.url, api_key=key, max_retries=0)
+        reply = client.messages.with_raw_response.create(
+            model="mock", max_tokens=50, system="Be brief.", messages=[{"role": "user", "content": PROMPT}])
+        with client.messages.stream(model="mock", max_tokens=50,
+                                    messages=[{"role": "user", "content": PROMPT + " again"}]) as stream:
+            streamed = stream.get_final_message()
+            streamed_id = stream.response.headers["x-request-id"]
+        _wait(lambda: len(state.of_type("generation-create")) >= 2, "both traces")
+        got = _by_request(state)
+        trace, generation = got[reply.headers["x-request-id"]]
+        assert trace["name"] == generation["name"] == "messages"
+        assert generation["input"] == {"system": "Be brief.", "messages": [{"role": "user", "content": PROMPT}]}
+        assert generation["output"] == {"role": "assistant", "content": [
+            {"type": "text", "text": reply.parse().content[0].text}]}  # type: ignore[union-attr]
+        assert generation["usageDetails"]["output"] == reply.parse().usage.output_tokens
+        _, generation = got[streamed_id]
+        assert generation["output"] == {"role": "assistant", "content": [
+            {"type": "text", "text": streamed.content[0].text}]}  # type: ignore[union-attr]
+        assert generation["usageDetails"]["output"] == streamed.usage.output_tokens > 0
+        assert "completionStartTime" in generation
 
 
 def test_a_hanging_or_absent_langfuse_holds_no_request_up(tmp_path: Path) -> None:

@@ -54,14 +54,14 @@ class BodyCapture:
             return None
         if endpoint == "embeddings":
             return data.get("input")
-        return {k: data[k] for k in ("messages", "tools") if k in data} or None
+        return {k: data[k] for k in ("system", "messages", "tools") if k in data} or None
 
     def output(self, endpoint: str) -> Any:
         if self.response_size > MAX_BYTES:
             return TRUNCATED
         body = b"".join(self.response)
         if self.event_stream:
-            return _assemble_stream(body)
+            return _assemble_messages_stream(body) if endpoint == "messages" else _assemble_stream(body)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -72,6 +72,8 @@ class BodyCapture:
             return {"error": data["error"]}
         if endpoint == "embeddings":
             return {"embeddings": len(data.get("data") or [])}
+        if endpoint == "messages":
+            return {"role": "assistant", "content": data.get("content")}
         messages = [c.get("message") for c in data.get("choices") or [] if isinstance(c, dict)]
         return messages[0] if len(messages) == 1 else messages
 
@@ -108,3 +110,37 @@ def _assemble_stream(body: bytes) -> Any:
             message["tool_calls"] = [v for _, v in sorted(message["tool_calls"].items())]
         messages.append(message)
     return messages[0] if len(messages) == 1 else messages
+
+
+def _assemble_messages_stream(body: bytes) -> Any:
+    """The answer an Anthropic SSE stream spelled out: its content blocks,
+    text and tool calls (or the error event that ended it)."""
+    blocks: dict[int, dict[str, Any]] = {}
+    for event in body.split(b"\n\n"):
+        _, _, data = event.partition(b"data: ")
+        try:
+            item = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "error":
+            return {"error": item.get("error")}
+        index = int(item.get("index") or 0)
+        if item.get("type") == "content_block_start":
+            blocks[index] = dict(item.get("content_block") or {})
+        elif item.get("type") == "content_block_delta" and index in blocks:
+            delta = item.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                blocks[index]["text"] = blocks[index].get("text", "") + delta.get("text", "")
+            elif delta.get("type") == "input_json_delta":
+                blocks[index]["partial_json"] = blocks[index].get("partial_json", "") + delta.get("partial_json", "")
+    content = []
+    for _, block in sorted(blocks.items()):
+        if "partial_json" in block:
+            try:
+                block["input"] = orjson.loads(block.pop("partial_json"))
+            except orjson.JSONDecodeError:
+                pass
+        content.append(block)
+    return {"role": "assistant", "content": content}

@@ -63,6 +63,16 @@ class ChatRequest:
     response_format: ResponseFormat | None = None
     raw: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # For a request that arrived in another dialect (``raw`` is None): the
+    # client's fields that the response cache keys on.
+    cache_basis: dict[str, Any] | None = None
+
+    @property
+    def cache_source(self) -> tuple[str, dict[str, Any] | None]:
+        """The cache's namespace and the body its key is computed from."""
+        if self.raw is not None:
+            return "chat", self.raw
+        return "messages", self.cache_basis
 
 
 @dataclass(slots=True)

@@ -7,8 +7,15 @@ are kept in ``extra`` and in ``raw`` for the passthrough path.
 
 from __future__ import annotations
 
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
+from llm_gateway.api.fields import bad_type as _bad_type
+from llm_gateway.api.fields import bad_value as _bad_value
+from llm_gateway.api.fields import missing as _missing
+from llm_gateway.api.fields import opt_bool as _opt_bool
+from llm_gateway.api.fields import opt_int as _opt_int
+from llm_gateway.api.fields import opt_number as _opt_number
+from llm_gateway.api.fields import opt_str as _opt_str
 from llm_gateway.errors import InvalidRequest
 from llm_gateway.types import (
     ChatRequest,
@@ -30,60 +37,6 @@ _KNOWN_CHAT_FIELDS = frozenset({
     "parallel_tool_calls", "response_format", "presence_penalty", "frequency_penalty",
 })
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
-
-
-def _missing(param: str) -> NoReturn:
-    raise InvalidRequest(f"Missing required parameter: '{param}'.", code="missing_field", param=param)
-
-
-def _bad_type(param: str, expected: str) -> NoReturn:
-    raise InvalidRequest(
-        f"Invalid type for '{param}': expected {expected}.", code="invalid_type", param=param
-    )
-
-
-def _bad_value(param: str, why: str) -> NoReturn:
-    raise InvalidRequest(f"Invalid value for '{param}': {why}", code="invalid_value", param=param)
-
-
-def _opt_number(body: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
-    v = body.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        _bad_type(key, "a number")
-    if not lo <= v <= hi:
-        _bad_value(key, f"must be between {lo:g} and {hi:g}.")
-    return float(v)
-
-
-def _opt_int(body: dict[str, Any], key: str, lo: int) -> int | None:
-    v = body.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        _bad_type(key, "an integer")
-    if v < lo:
-        _bad_value(key, f"must be at least {lo}.")
-    return v
-
-
-def _opt_bool(body: dict[str, Any], key: str) -> bool | None:
-    v = body.get(key)
-    if v is None:
-        return None
-    if not isinstance(v, bool):
-        _bad_type(key, "a boolean")
-    return v
-
-
-def _opt_str(body: dict[str, Any], key: str, param: str | None = None) -> str | None:
-    v = body.get(key)
-    if v is None:
-        return None
-    if not isinstance(v, str):
-        _bad_type(param or key, "a string")
-    return v
 
 
 def _content(value: Any, param: str) -> list[ContentPart]:

@@ -18,88 +18,31 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from llm_gateway.api.auth import authenticate
+from llm_gateway.api.calls import ChatDialect, chat_endpoint
+from llm_gateway.api.calls import call_headers as _headers
+from llm_gateway.api.calls import cost_headers as _cost_headers
+from llm_gateway.api.calls import gateway as _gateway
+from llm_gateway.api.calls import new_call as _new_call
 from llm_gateway.api.openai.decode import decode_chat_request, decode_embedding_request
 from llm_gateway.api.openai.encode import ChunkEncoder, encode_chat_response, encode_embedding_response
 from llm_gateway.api.responses import JSONBytes, error_response, json_response, read_json, request_id
-from llm_gateway.api.sse import SSEResponse
-from llm_gateway.auth.principal import Principal
-from llm_gateway.billing.pricing import format_usd
 from llm_gateway.errors import GatewayError, ModelNotFound
-from llm_gateway.observability.observer import bind_call
 from llm_gateway.pipeline import Call
-from llm_gateway.providers.base import RawChat, RawChunk, RawEmbedding
+from llm_gateway.providers.base import ChatResult, ChunkOrEvent, RawChat, RawChunk, RawEmbedding
 from llm_gateway.state import GatewayState
+from llm_gateway.types import ChatRequest
 
 _DONE = b"data: [DONE]\n\n"
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-def _gateway(request: Request) -> GatewayState:
-    state: GatewayState = request.app.state.gateway
-    return state
+def _body(result: ChatResult, req: ChatRequest, rid: str) -> bytes:
+    return result.body if isinstance(result, RawChat) else orjson.dumps(encode_chat_response(result))
 
 
-def _headers(call: Call | None, rid: str) -> dict[str, str]:
-    if call is None:
-        return {"x-request-id": rid, "x-gateway-cache": "BYPASS"}
-    headers = {"x-request-id": rid, "x-gateway-cache": call.cache}
-    deployment = call.deployment
-    if deployment is not None:
-        headers["x-gateway-deployment"] = deployment
-    if call.admission is not None:
-        headers.update(call.admission.headers())
-    return headers
-
-
-def _new_call(request: Request, rid: str, model: str, principal: Principal) -> Call:
-    call = Call(rid, model, principal)
-    bind_call(call)  # unhandled errors reach Sentry with the request's model and user
-    directives = request.headers.get("cache-control")
-    if directives:
-        directives = directives.lower()
-        if "no-store" in directives:
-            call.cache_mode = "off"
-        elif "no-cache" in directives:
-            call.cache_mode = "refresh"
-    return call
-
-
-def _cost_headers(call: Call, rid: str) -> dict[str, str]:
-    headers = _headers(call, rid)
-    cost = call.cost
-    if cost is not None:
-        headers["x-gateway-cost-usd"] = format_usd(cost)
-    return headers
-
-
-async def chat_completions(request: Request) -> Response:
-    gw = _gateway(request)
-    rid = request_id(request, gw.ids)
-    call: Call | None = None
-    try:
-        principal = await authenticate(request, gw)
-        req = decode_chat_request(await read_json(request, gw.settings.max_request_bytes))
-        call = _new_call(request, rid, req.model, principal)
-        if req.stream:
-            events = await gw.pipeline.chat_stream(req, call)
-            encoder = ChunkEncoder(
-                f"chatcmpl-{rid}", call.route.deployment.model if call.route else req.model, int(time.time()),
-                req.include_usage,
-            )
-            return SSEResponse(_sse(events, encoder), _headers(call, rid) | _SSE_HEADERS)  # type: ignore[return-value]
-        result = await gw.pipeline.chat(req, call)
-    except GatewayError as exc:
-        if call is not None:  # (a stream that had started records itself when it ends)
-            gw.pipeline.finish(call, exc.status_code)
-        return error_response(exc, _headers(call, rid))
-    body = result.body if isinstance(result, RawChat) else orjson.dumps(encode_chat_response(result))
-    gw.pipeline.finish(call, 200)
-    return JSONBytes(body, headers=_cost_headers(call, rid))
-
-
-async def _sse(events: AsyncIterator[Any], encoder: ChunkEncoder) -> AsyncIterator[bytes]:
+async def _sse(events: AsyncIterator[ChunkOrEvent], req: ChatRequest, rid: str, model: str) -> AsyncIterator[bytes]:
     """OpenAI SSE framing, one write per upstream event; an error after the
     first byte becomes one ``data: {"error": …}`` event and no ``[DONE]``."""
+    encoder = ChunkEncoder(f"chatcmpl-{rid}", model, int(time.time()), req.include_usage)
     try:
         async for event in events:
             if isinstance(event, RawChunk):
@@ -115,6 +58,9 @@ async def _sse(events: AsyncIterator[Any], encoder: ChunkEncoder) -> AsyncIterat
     finally:
         await events.aclose()  # type: ignore[attr-defined]
     yield _DONE
+
+
+chat_completions = chat_endpoint(ChatDialect("chat", decode_chat_request, _sse, _body, GatewayError.to_bytes))
 
 
 async def embeddings(request: Request) -> Response:

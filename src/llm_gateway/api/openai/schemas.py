@@ -152,3 +152,51 @@ OPENAPI_PATHS: dict[str, Any] = {
         }
     },
 }
+
+OPENAPI_SCHEMAS["CreateMessageRequest"] = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "description": "An Anthropic Messages API request, answered by any configured model.",
+    "properties": {
+        "model": {"type": "string", "description": "A model name configured in the gateway."},
+        "messages": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["role", "content"],
+            "properties": {
+                "role": {"type": "string", "enum": ["user", "assistant"]},
+                "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}],
+                            "description": "Text, image, tool_use and tool_result blocks"},
+            }}},
+        "max_tokens": {"type": "integer", "minimum": 1,
+                       "description": "Optional here; the model's max_output_tokens when absent"},
+        "system": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+        "stream": {"type": "boolean", "default": False},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "stop_sequences": {"type": "array", "items": {"type": "string"}},
+        "metadata": {"type": "object", "properties": {"user_id": {"type": "string"}}},
+        "tools": {"type": "array", "items": {"type": "object", "required": ["name", "input_schema"]}},
+        "tool_choice": {"type": "object", "properties": {
+            "type": {"type": "string", "enum": ["auto", "any", "tool", "none"]},
+            "name": {"type": "string"}, "disable_parallel_tool_use": {"type": "boolean"}}},
+        "output_config": {"type": "object", "properties": {"format": {"type": "object"}}},
+    },
+}
+
+OPENAPI_PATHS["/v1/messages"] = {
+    "post": {
+        "tags": ["Anthropic-compatible"],
+        "summary": "Create a message (Anthropic Messages API) with any configured model, streaming or not",
+        "description": "The credential may be sent as x-api-key, as Anthropic's SDKs do, or as a bearer token. "
+        "Errors have the gateway's error shape with \"type\": \"error\" added.",
+        "operationId": "createMessage",
+        "requestBody": _json_body("CreateMessageRequest"),
+        "responses": {
+            "200": {
+                "description": "A message object, or with stream=true an SSE stream of message_start, "
+                "content_block_start/delta/stop, message_delta and message_stop events",
+                "content": {"application/json": {}, "text/event-stream": {}},
+            },
+            "default": _ERROR_RESPONSE,
+        },
+    }
+}

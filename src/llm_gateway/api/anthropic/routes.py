@@ -1,0 +1,50 @@
+"""Anthropic-dialect endpoint: ``POST /v1/messages`` (SPEC §3).
+
+A Messages API request to any configured model: it is decoded into the
+canonical request and runs through the same pipeline as
+``/v1/chat/completions`` (limits, cache, reservation, routing, billing,
+observability), and the answer is encoded as a Messages API ``message`` or
+event stream. The credential may come as ``x-api-key`` (what Anthropic's
+SDKs send) or as a bearer token. Errors keep the gateway's error shape, with
+``"type": "error"`` added at the top as Anthropic's clients expect."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+from starlette.routing import Route
+
+from llm_gateway.api.anthropic.decode import decode_messages_request
+from llm_gateway.api.anthropic.encode import MessageStreamEncoder, encode_message, error_body, message_id
+from llm_gateway.api.calls import ChatDialect, chat_endpoint
+from llm_gateway.errors import GatewayError
+from llm_gateway.providers.base import ChatResult, ChunkOrEvent
+from llm_gateway.types import ChatRequest
+
+
+def _body(result: ChatResult, req: ChatRequest, rid: str) -> bytes:
+    return orjson.dumps(encode_message(result, rid, req.model))
+
+
+async def _sse(events: AsyncIterator[ChunkOrEvent], req: ChatRequest, rid: str, model: str) -> AsyncIterator[bytes]:
+    """Anthropic SSE framing; an error after the first byte becomes one
+    ``error`` event and the stream ends without ``message_stop``."""
+    encoder = MessageStreamEncoder(message_id("", rid), model)
+    try:
+        yield encoder.start()
+        async for event in events:
+            data = encoder.encode(event)
+            if data:
+                yield data
+    except GatewayError as exc:
+        yield encoder.error(exc)
+        return
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    yield encoder.finish()
+
+
+messages = chat_endpoint(ChatDialect("messages", decode_messages_request, _sse, _body, error_body))
+
+routes = [Route("/v1/messages", messages, methods=["POST"])]

@@ -1,0 +1,111 @@
+"""What the ``/v1`` endpoints of every dialect share: the request's
+``Call``, the gateway's headers on its response, and the chat endpoint
+itself, made from a dialect's decoder and encoders (``chat_endpoint``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from llm_gateway.api.auth import authenticate
+from llm_gateway.api.responses import JSONBytes, read_json, request_id
+from llm_gateway.api.sse import SSEResponse
+from llm_gateway.auth.principal import Principal
+from llm_gateway.billing.pricing import format_usd
+from llm_gateway.errors import GatewayError
+from llm_gateway.observability.observer import bind_call
+from llm_gateway.pipeline import Call
+from llm_gateway.providers.base import ChatResult, ChunkOrEvent
+from llm_gateway.state import GatewayState
+from llm_gateway.types import ChatRequest
+
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def gateway(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.gateway
+    return state
+
+
+def call_headers(call: Call | None, rid: str) -> dict[str, str]:
+    if call is None:
+        return {"x-request-id": rid, "x-gateway-cache": "BYPASS"}
+    headers = {"x-request-id": rid, "x-gateway-cache": call.cache}
+    deployment = call.deployment
+    if deployment is not None:
+        headers["x-gateway-deployment"] = deployment
+    if call.admission is not None:
+        headers.update(call.admission.headers())
+    return headers
+
+
+def new_call(request: Request, rid: str, model: str, principal: Principal) -> Call:
+    call = Call(rid, model, principal)
+    bind_call(call)  # unhandled errors reach Sentry with the request's model and user
+    directives = request.headers.get("cache-control")
+    if directives:
+        directives = directives.lower()
+        if "no-store" in directives:
+            call.cache_mode = "off"
+        elif "no-cache" in directives:
+            call.cache_mode = "refresh"
+    return call
+
+
+def cost_headers(call: Call, rid: str) -> dict[str, str]:
+    headers = call_headers(call, rid)
+    cost = call.cost
+    if cost is not None:
+        headers["x-gateway-cost-usd"] = format_usd(cost)
+    return headers
+
+
+@dataclass(frozen=True, slots=True)
+class ChatDialect:
+    """How one API dialect reads a chat request and writes its answers."""
+
+    endpoint: str  # as recorded in logs, usage rows and metrics
+    decode: Callable[[Any], ChatRequest]
+    # (events, request, request id, upstream model) → the SSE bytes to send
+    stream: Callable[[AsyncIterator[ChunkOrEvent], ChatRequest, str, str], AsyncIterator[bytes]]
+    # (answer, request, request id) → the JSON body
+    body: Callable[[ChatResult, ChatRequest, str], bytes]
+    error_body: Callable[[GatewayError], bytes]
+
+
+def chat_endpoint(dialect: ChatDialect) -> Callable[[Request], Awaitable[Response]]:
+    """The route handler for a dialect's chat endpoint: authenticate, decode,
+    run the pipeline, and answer as JSON or as a stream."""
+
+    def error(exc: GatewayError, headers: dict[str, str]) -> Response:
+        return JSONBytes(dialect.error_body(exc), status_code=exc.status_code,
+                         headers=exc.response_headers() | headers)
+
+    async def endpoint(request: Request) -> Response:
+        gw = gateway(request)
+        rid = request_id(request, gw.ids)
+        call: Call | None = None
+        try:
+            principal = await authenticate(request, gw)
+            req = dialect.decode(await read_json(request, gw.settings.max_request_bytes))
+            call = new_call(request, rid, req.model, principal)
+            call.endpoint = dialect.endpoint
+            if req.stream:
+                events = await gw.pipeline.chat_stream(req, call)
+                model = call.route.deployment.model if call.route else req.model
+                return SSEResponse(dialect.stream(events, req, rid, model),  # type: ignore[return-value]
+                                   call_headers(call, rid) | _SSE_HEADERS)
+            result = await gw.pipeline.chat(req, call)
+        except GatewayError as exc:
+            if call is not None:  # (a stream that had started records itself when it ends)
+                gw.pipeline.finish(call, exc.status_code)
+            return error(exc, call_headers(call, rid))
+        body = dialect.body(result, req, rid)
+        gw.pipeline.finish(call, 200)
+        return JSONBytes(body, headers=cost_headers(call, rid))
+
+    return endpoint

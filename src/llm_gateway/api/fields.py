@@ -1,0 +1,63 @@
+"""Validating a JSON request body's fields, with errors that name the field
+in OpenAI's style (``messages[1].content``) so a client sees exactly what to
+fix. Shared by the OpenAI and Anthropic dialects."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from llm_gateway.errors import InvalidRequest
+
+
+def missing(param: str) -> NoReturn:
+    raise InvalidRequest(f"Missing required parameter: '{param}'.", code="missing_field", param=param)
+
+
+def bad_type(param: str, expected: str) -> NoReturn:
+    raise InvalidRequest(
+        f"Invalid type for '{param}': expected {expected}.", code="invalid_type", param=param
+    )
+
+
+def bad_value(param: str, why: str) -> NoReturn:
+    raise InvalidRequest(f"Invalid value for '{param}': {why}", code="invalid_value", param=param)
+
+
+def opt_number(body: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        bad_type(key, "a number")
+    if not lo <= v <= hi:
+        bad_value(key, f"must be between {lo:g} and {hi:g}.")
+    return float(v)
+
+
+def opt_int(body: dict[str, Any], key: str, lo: int) -> int | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        bad_type(key, "an integer")
+    if v < lo:
+        bad_value(key, f"must be at least {lo}.")
+    return v
+
+
+def opt_bool(body: dict[str, Any], key: str) -> bool | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, bool):
+        bad_type(key, "a boolean")
+    return v
+
+
+def opt_str(body: dict[str, Any], key: str, param: str | None = None) -> str | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        bad_type(param or key, "a string")
+    return v
