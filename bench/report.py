@@ -83,7 +83,8 @@ def render(meta: dict[str, Any], direct: PathResult, gateways: list[PathResult])
         f"wrk -t1, {meta['duration_s']}s per point",
     ]
     for gw in gateways:
-        lines += ["", f"== gateway: {gw.name} ==", "", "Non-streaming chat completions (wrk):"]
+        endpoint = meta.get("gateway_endpoint", "/v1/chat/completions")
+        lines += ["", f"== gateway: {gw.name} ==", "", f"Non-streaming, gateway on {endpoint} (wrk):"]
         lines += _load_table(direct, gw)
         if direct.stream and gw.stream:
             lines += ["", f"Streaming, {gw.stream.requests} sequential requests, "

@@ -21,6 +21,9 @@ Environment:
     BENCH_DATABASE_URL=U     the gateways' database (migrated first), e.g. PostgreSQL for
                              several workers; default: SQLite in a temporary folder
     BENCH_REDIS_URL=U        the gateways' Redis (shared limits and revocations)
+    BENCH_ENDPOINT=messages  load the gateways through POST /v1/messages (the same question
+                             in Anthropic's dialect, translated to the OpenAI-format upstream)
+                             instead of /v1/chat/completions; the direct path is unchanged
 
 ``--config-extra F`` benches a second gateway, configured with the base
 config deep-merged with YAML file F (mappings merge, lists and scalars
@@ -80,6 +83,9 @@ class Options:
         self.workers = int(os.environ.get("BENCH_WORKERS", "1"))
         self.database_url = os.environ.get("BENCH_DATABASE_URL") or None
         self.redis_url = os.environ.get("BENCH_REDIS_URL") or None
+        self.endpoint = os.environ.get("BENCH_ENDPOINT", "chat")
+        if self.endpoint not in ("chat", "messages"):
+            raise BenchError(f"BENCH_ENDPOINT must be 'chat' or 'messages', not {self.endpoint!r}")
 
 
 MASTER_KEY = "gw-bench-master-key-000000000000000000000000000"
@@ -154,7 +160,7 @@ def bench_gateway(name: str, config: dict[str, Any], opts: Options, wrk: str, tm
     argv = [str(GATEWAY), "serve", "--config", str(config_file), "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers)]
     base = f"http://127.0.0.1:{port}"
-    url = f"{base}/v1/chat/completions"
+    url = f"{base}/v1/{'messages' if opts.endpoint == 'messages' else 'chat/completions'}"
     cpus = ",".join(str(GATEWAY_CPU + i) for i in range(workers))
     child = Child(f"gateway ({name})", argv, cpus, tmp / f"{config_file.stem}.log", tmp, env)
     with running(child) as gw:
@@ -242,16 +248,23 @@ def run(opts: Options) -> None:
     os.sched_setaffinity(0, {CLIENT_CPU})  # the streaming client runs in this process
     body = (BENCH / "request.json").read_bytes().strip()
     stream_body = body[:-1] + b',"stream":true,"stream_options":{"include_usage":true}}'
+    gw_body, gw_stream_body = body, stream_body
+    if opts.endpoint == "messages":
+        gw_body = (BENCH / "request-messages.json").read_bytes().strip()
+        gw_stream_body = gw_body[:-1] + b',"stream":true}'
     meta: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": _git_commit(), "quick": opts.quick,
         "duration_s": opts.duration_s, "concurrency": opts.concurrency, "stream_requests": opts.stream_n,
         "chunk_delay_ms": opts.chunk_delay_ms, "request_bytes": len(body),
         "gateway_cpu": GATEWAY_CPU, "client_cpu": CLIENT_CPU, "workers": opts.workers,
+        "gateway_endpoint": f"/v1/{'messages' if opts.endpoint == 'messages' else 'chat/completions'}",
     }
     with tempfile.TemporaryDirectory(prefix="llm-gateway-bench-") as tmp_name:
         tmp = Path(tmp_name)
         body_file = tmp / "request.json"
         body_file.write_bytes(body)
+        gw_body_file = tmp / "gateway-request.json"
+        gw_body_file.write_bytes(gw_body)
         up_port = free_port()
         upstream = f"http://127.0.0.1:{up_port}/v1"
         up_argv = [str(PYTHON), str(BENCH / "fake_upstream.py"), "--port", str(up_port),
@@ -272,10 +285,10 @@ def run(opts: Options) -> None:
             gateways: list[PathResult] = []
             pairs: list[tuple[PathResult, PathResult]] = []
             for name, config in configs:
-                gateways.append(bench_gateway(name, config, opts, wrk, tmp, upstream, body_file, stream_body))
+                gateways.append(bench_gateway(name, config, opts, wrk, tmp, upstream, gw_body_file, gw_stream_body))
                 if opts.workers > 1:
                     many = bench_gateway(f"{name}, {opts.workers} workers", config, opts, wrk, tmp, upstream,
-                                         body_file, stream_body, workers=opts.workers)
+                                         gw_body_file, gw_stream_body, workers=opts.workers)
                     gateways.append(many)
                     pairs.append((gateways[-2], many))
             up.check_alive()

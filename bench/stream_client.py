@@ -38,8 +38,8 @@ async def _one(session: aiohttp.ClientSession, url: str, body: bytes, headers: d
                 continue
             if first is None:
                 first = time.perf_counter()
-            if line.strip() == b"data: [DONE]":
-                done = True
+            if line.strip() == b"data: [DONE]" or line.startswith(b'data: {"type":"message_stop"'):
+                done = True  # the end of an OpenAI or of an Anthropic stream
             elif b'"error"' in line:
                 raise BenchError(f"stream from {url} carried an error event: {line[:2000]!r}")
     end = time.perf_counter()

@@ -306,3 +306,16 @@ def test_openapi_documents_every_v1_route(stack: Stack) -> None:
         assert path in schema["paths"], path
     ref = schema["paths"]["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert schema["components"]["schemas"][ref.rsplit("/", 1)[1]]["required"] == ["model", "messages"]
+
+
+def test_a_streamed_answer_fills_the_cache_for_plain_requests(cached: Stack) -> None:
+    client = _client(cached)
+    question: Any = [{"role": "user", "content": f"stream then plain {uuid.uuid4().hex}"}]
+    before = len(cached.requests_to("openai"))
+    with client.messages.stream(model="gpt-test", max_tokens=50, messages=question) as stream:
+        assert stream.response.headers["x-gateway-cache"] == "MISS"
+        streamed = stream.get_final_message()
+    plain = client.messages.with_raw_response.create(model="gpt-test", max_tokens=50, messages=question)
+    assert plain.headers["x-gateway-cache"] == "HIT"
+    assert _text(plain.parse()) == _text(streamed) and plain.parse().usage.output_tokens == streamed.usage.output_tokens
+    assert len(cached.requests_to("openai")) - before == 1
