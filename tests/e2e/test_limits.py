@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -112,6 +113,18 @@ def test_the_openai_sdk_sees_a_rate_limit_error_and_headers(stack: Stack) -> Non
         client.chat.completions.create(model="compat-test", messages=HI)  # type: ignore[arg-type]
     assert err.value.status_code == 429
     assert int(err.value.response.headers["retry-after"]) >= 1
+
+
+def test_messages_share_the_limit_and_the_anthropic_sdk_sees_a_rate_limit_error(stack: Stack) -> None:
+    _, key = user_and_key(stack, {"rpm": 2})
+    assert chat(stack, key).headers["x-ratelimit-remaining-requests"] == "1"
+    client = anthropic.Anthropic(base_url=stack.url, api_key=key, max_retries=0)
+    raw = client.messages.with_raw_response.create(model="compat-test", max_tokens=20, messages=HI)  # type: ignore[arg-type]
+    assert raw.headers["x-ratelimit-remaining-requests"] == "0"
+    with pytest.raises(anthropic.RateLimitError) as err:
+        client.messages.create(model="compat-test", max_tokens=20, messages=HI)  # type: ignore[arg-type]
+    assert int(err.value.response.headers["retry-after"]) >= 1
+    assert err.value.body["error"]["code"] == "rate_limit_exceeded"  # type: ignore[index]
 
 
 def test_stream_responses_carry_the_headers_too(stack: Stack) -> None:
