@@ -40,7 +40,17 @@ from llm_gateway.cache import Entry, ResponseCache, StreamAssembler, cache_key, 
 from llm_gateway.errors import GatewayError, UpstreamError
 from llm_gateway.limits import Admission, Limiter
 from llm_gateway.observability.observer import Observer
-from llm_gateway.providers.base import ChatResult, ChunkOrEvent, EmbeddingResult, RawChat, RawChunk, RawEmbedding
+from llm_gateway.providers.base import (
+    ChatResult,
+    ChunkOrEvent,
+    EmbeddingResult,
+    RawChat,
+    RawChunk,
+    RawEmbedding,
+    RawEvent,
+    RawMessage,
+)
+from llm_gateway.providers.results import canonical_chat
 from llm_gateway.routing.router import Route, Router
 from llm_gateway.settings import ModelSettings
 from llm_gateway.tokens import embedding_upper_bound, estimate_prompt, estimate_text, prompt_upper_bound
@@ -318,10 +328,14 @@ class Pipeline:
             call.usage, call.usage_estimated = _estimated_usage(req, result), True
         await self._settle_detached(call)
         if call.cache_key is not None and call.deployment is not None:
-            # Encode once: the client gets the same bytes the cache keeps.
-            if not isinstance(result, RawChat):
-                result = RawChat(orjson.dumps(encode_chat_response(result)), result.usage)
-            self._store(call, Entry(result.body, call.deployment, call.usage))
+            if isinstance(result, RawMessage):  # the client gets Anthropic's bytes; the cache keeps OpenAI's
+                stored = orjson.dumps(encode_chat_response(canonical_chat(result)))
+            else:
+                # Encode once: the client gets the same bytes the cache keeps.
+                if not isinstance(result, RawChat):
+                    result = RawChat(orjson.dumps(encode_chat_response(result)), result.usage)
+                stored = result.body
+            self._store(call, Entry(stored, call.deployment, call.usage))
         return result
 
     async def chat_stream(self, req: ChatRequest, call: Call) -> AsyncIterator[ChunkOrEvent]:
@@ -363,19 +377,20 @@ class Pipeline:
         try:
             event = first
             while True:
-                if assembler is not None:
-                    assembler.feed(event)
-                if isinstance(event, UsageDelta):
-                    call.usage = event.usage
-                elif isinstance(event, RawChunk):
-                    if event.usage is not None:
-                        call.usage = event.usage
-                    elif event.data is not None:
-                        produced += 1  # OpenAI-format streams send about one token a chunk
-                elif isinstance(event, TextDelta):
-                    produced += estimate_text(event.text)
-                elif isinstance(event, ToolCallDelta):
-                    produced += estimate_text(event.arguments) + (1 if event.name else 0)
+                for item in event.events if isinstance(event, RawEvent) else (event,):
+                    if assembler is not None:
+                        assembler.feed(item)
+                    if isinstance(item, UsageDelta):
+                        call.usage = item.usage
+                    elif isinstance(item, RawChunk):
+                        if item.usage is not None:
+                            call.usage = item.usage
+                        elif item.data is not None:
+                            produced += 1  # OpenAI-format streams send about one token a chunk
+                    elif isinstance(item, TextDelta):
+                        produced += estimate_text(item.text)
+                    elif isinstance(item, ToolCallDelta):
+                        produced += estimate_text(item.arguments) + (1 if item.name else 0)
                 yield event
                 try:
                     event = await anext(events)

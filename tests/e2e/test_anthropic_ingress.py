@@ -319,3 +319,120 @@ def test_a_streamed_answer_fills_the_cache_for_plain_requests(cached: Stack) -> 
     assert plain.headers["x-gateway-cache"] == "HIT"
     assert _text(plain.parse()) == _text(streamed) and plain.parse().usage.output_tokens == streamed.usage.output_tokens
     assert len(cached.requests_to("openai")) - before == 1
+
+
+# ------------------------------------------------------ Anthropic passthrough
+
+needs_anthropic = pytest.mark.skipif(not has_fake("anthropic"), reason="no fake Anthropic server")
+
+RICH_BODY: dict[str, Any] = {
+    "model": "claude-test", "max_tokens": 300, "top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1024},
+    "system": [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}],
+    "messages": [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                                          {"type": "text", "text": "ok"}]},
+        {"role": "user", "content": [{"type": "text", "text": "then this", "cache_control": {"type": "ephemeral"}}]},
+    ],
+}
+
+
+@needs_anthropic
+def test_an_anthropic_deployment_gets_the_clients_own_body_and_answers_byte_for_byte(stack: Stack) -> None:
+    resp = httpx.post(f"{stack.url}/v1/messages", json=RICH_BODY, headers={"x-api-key": MASTER_KEY}, timeout=20)
+    assert resp.status_code == 200, resp.text
+    sent = stack.requests_to("anthropic")[-1]
+    assert sent == {**RICH_BODY, "model": "claude-haiku-4-5"}  # thinking, top_k, cache_control all kept
+    answer = resp.json()
+    assert answer["id"].startswith("msg_fake") and answer["usage"]["service_tier"] == "standard"
+    assert answer["content"] == [{"type": "text", "text": "Hello from fake Anthropic: then this"}]
+    assert Decimal(resp.headers["x-gateway-cost-usd"]) == (
+        Decimal(answer["usage"]["input_tokens"]) * 1 + Decimal(answer["usage"]["output_tokens"]) * 5) / 1_000_000
+
+
+@needs_anthropic
+def test_an_anthropic_deployments_stream_passes_through_and_is_billed(stack: Stack) -> None:
+    uid, key = _funded(stack, "1.00")
+    resp = httpx.post(f"{stack.url}/v1/messages", json={**RICH_BODY, "stream": True}, headers={"x-api-key": key},
+                      timeout=20)
+    assert resp.status_code == 200 and stack.requests_to("anthropic")[-1]["stream"] is True
+    events = _sse_events(resp.content)
+    names = [name for name, _ in events]
+    assert "ping" in names and names[-1] == "message_stop"  # the upstream's own events
+    assert events[0][1]["message"]["id"].startswith("msg_fake")
+    text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
+    assert text == "Hello from fake Anthropic: then this"
+    usage = events[-2][1]["usage"]
+    row = _requests(stack, uid, 1)[0]
+    assert (row["endpoint"], row["stream"], row["status"]) == ("messages", True, 200)
+    assert (row["input_tokens"], row["output_tokens"]) == (usage["input_tokens"], usage["output_tokens"])
+    assert _balance(stack, uid) == Decimal("1.00") - Decimal(row["cost_usd"]) < Decimal("1.00")
+
+
+@needs_anthropic
+def test_the_anthropic_sdk_through_passthrough(stack: Stack) -> None:
+    client = _client(stack)
+    message = client.messages.create(model="claude-test", max_tokens=200, tools=[WEATHER_TOOL],
+                                     messages=[{"role": "user", "content": "Weather in Oslo?"}])
+    call = next(b for b in message.content if b.type == "tool_use")
+    assert message.id.startswith("msg_fake") and call.id.startswith("toolu_fake")
+    with client.messages.stream(model="claude-test", max_tokens=200, tools=[WEATHER_TOOL], messages=[
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in message.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "-3C"}]},
+    ]) as stream:
+        final = stream.get_final_message()
+    assert "-3C" in _text(final) and final.id.startswith("msg_fake")
+
+
+@needs_anthropic
+def test_a_passthrough_error_mid_stream_ends_with_the_gateways_error_event(stack: Stack) -> None:
+    resp = httpx.post(f"{stack.url}/v1/messages", headers={"x-api-key": MASTER_KEY}, timeout=20, json={
+        "model": "claude-test", "max_tokens": 50, "stream": True,
+        "messages": [{"role": "user", "content": "go fake-error:midstream"}]})
+    events = _sse_events(resp.content)
+    assert events[0][1]["message"]["id"].startswith("msg_fake") and events[-1][0] == "error"
+    assert events[-1][1]["error"]["code"] is not None  # the gateway's shape, not Anthropic's own event
+    assert "message_stop" not in [name for name, _ in events]
+
+
+@pytest.fixture(scope="module")
+def fallback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    def edit(config: dict[str, Any]) -> None:
+        config["providers"].append({"name": "ant-down", "kind": "anthropic", "api_base": "http://127.0.0.1:9/v1",
+                                    "api_key": "x"})
+        config["models"].append({"name": "claude-or-gpt", "deployments": [{"provider": "ant-down", "model": "c"}],
+                                 "fallbacks": ["gpt-test"]})
+
+    folder: Path = tmp_path_factory.mktemp("messages-fallback")
+    with running_stack(folder, f"sqlite+aiosqlite:///{folder}/gw.db", edit=edit) as s:
+        yield s
+
+
+@needs_anthropic
+def test_a_fallback_from_an_anthropic_deployment_is_encoded_as_messages(fallback: Stack) -> None:
+    client = _client(fallback)
+    raw = client.messages.with_raw_response.create(model="claude-or-gpt", max_tokens=50, messages=[
+        {"role": "user", "content": "who answers?"}])
+    assert raw.headers["x-gateway-deployment"] == "oai/gpt-4o-mini"
+    assert "who answers?" in _text(raw.parse()) and raw.parse().usage.output_tokens > 0
+    with client.messages.stream(model="claude-or-gpt", max_tokens=50,
+                                messages=[{"role": "user", "content": "who streams?"}]) as stream:
+        assert stream.response.headers["x-gateway-deployment"] == "oai/gpt-4o-mini"
+        final = stream.get_final_message()
+    assert "who streams?" in _text(final) and final.stop_reason == "end_turn"
+
+
+@needs_anthropic
+def test_a_passthrough_answer_is_cached_and_replayed_in_both_forms(cached: Stack) -> None:
+    client = _client(cached)
+    question: Any = [{"role": "user", "content": f"claude, cache me {uuid.uuid4().hex}"}]
+    miss = client.messages.with_raw_response.create(model="claude-test", max_tokens=50, messages=question)
+    hit = client.messages.with_raw_response.create(model="claude-test", max_tokens=50, messages=question)
+    assert (miss.headers["x-gateway-cache"], hit.headers["x-gateway-cache"]) == ("MISS", "HIT")
+    assert miss.parse().id.startswith("msg_fake")
+    assert _text(hit.parse()) == _text(miss.parse())
+    assert hit.parse().usage.output_tokens == miss.parse().usage.output_tokens
+    with client.messages.stream(model="claude-test", max_tokens=50, messages=question) as stream:
+        replayed = stream.get_final_message()
+    assert _text(replayed) == _text(miss.parse())

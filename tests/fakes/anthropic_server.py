@@ -14,6 +14,7 @@ deterministically, steered by the last user turn:
   the last user turn: a ``tool_use`` of the forced (else first) tool, its input
   built from the tool's schema.
 - With ``tool_result`` blocks in the last user turn: text quoting them.
+- With ``output_config.format`` (a JSON schema): JSON text built from it.
 - Otherwise: ``Hello from fake Anthropic: <last user text>``.
 
 ``max_tokens`` cuts the answer (one token a word, ``stop_reason:
@@ -64,7 +65,8 @@ ERROR_BODIES: dict[int, dict[str, Any]] = {
 OVERLOADED_EVENT = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 _TOP_LEVEL = frozenset({
     "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature",
-    "top_p", "top_k", "tools", "tool_choice", "thinking", "service_tier",
+    "top_p", "top_k", "tools", "tool_choice", "thinking", "service_tier", "output_config", "cache_control",
+    "inference_geo", "speed", "diagnostics", "container", "context_management",
 })
 _STEER = re.compile(r"fake-error:(\w+)")
 
@@ -174,6 +176,8 @@ class _Answer:
             quoted = [r.get("content") if isinstance(r.get("content"), str) else json.dumps(r.get("content"))
                       for r in results]
             self.text = "The tool said: " + " | ".join(q or "" for q in quoted)
+        elif isinstance((body.get("output_config") or {}).get("format"), dict):
+            self.text = json.dumps(_schema_value(body["output_config"]["format"].get("schema")))
         else:
             self.text = f"Hello from fake Anthropic: {self.user_text}"
         for stop in body.get("stop_sequences") or []:

@@ -17,6 +17,7 @@ import pytest
 
 from llm_gateway.api.anthropic.decode import decode_messages_request
 from llm_gateway.api.anthropic.encode import MessageStreamEncoder, encode_message
+from llm_gateway.cache.keys import cache_key
 from llm_gateway.errors import InvalidRequest, UpstreamError
 from llm_gateway.providers.anthropic.to_wire import messages_body
 from llm_gateway.providers.base import RawChat, RawChunk
@@ -134,11 +135,17 @@ def test_thinking_blocks_of_earlier_turns_are_dropped() -> None:
 
 def test_the_cache_keys_on_what_changes_the_answer() -> None:
     base = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}
-    plain = decode_messages_request(base).cache_source
-    assert plain[0] == "messages"
-    assert decode_messages_request({**base, "stream": True, "metadata": {"user_id": "u"}, "top_k": 3}
-                                   ).cache_basis == {**base, "stream": True, "metadata": {"user_id": "u"}}
-    assert decode_messages_request({**base, "max_tokens": 11}).cache_source != plain
+
+    def key(body: dict[str, Any]) -> str:
+        endpoint, basis = decode_messages_request(body).cache_source
+        assert endpoint == "messages" and basis is not None
+        return cache_key(endpoint, basis, "*")
+
+    assert key(base) == key({**base, "stream": True, "metadata": {"user_id": "u"}})
+    # An Anthropic deployment gets the whole body, so even its own sampling fields count.
+    assert key(base) != key({**base, "top_k": 3}) != key({**base, "max_tokens": 11})
+    assert key(base) != cache_key("chat", {"model": "m", "max_tokens": 10,
+                                           "messages": [{"role": "user", "content": "x"}]}, "*")
 
 
 @pytest.mark.parametrize(("body", "param"), [

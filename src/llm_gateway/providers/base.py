@@ -8,7 +8,9 @@ this boundary.
 Passthrough: when a chat request arrived in OpenAI's dialect (``req.raw`` is
 set) and the provider speaks OpenAI's format, the adapter may answer with
 ``RawChat`` / ``RawChunk`` (the upstream's own bytes) instead of canonical
-objects, so nothing is re-serialised; it still reports usage.
+objects, so nothing is re-serialised; it still reports usage. Likewise an
+Anthropic-dialect request (``req.anthropic_body``) to an Anthropic provider
+is answered with ``RawMessage`` / ``RawEvent``.
 """
 
 from __future__ import annotations
@@ -60,13 +62,31 @@ class RawChunk:
 
 
 @dataclass(slots=True)
+class RawMessage:
+    """An Anthropic Messages ``message`` body, passed through unchanged."""
+
+    body: bytes
+    usage: Usage | None
+
+
+@dataclass(slots=True)
+class RawEvent:
+    """One Anthropic Messages SSE event, framed (``event: …\\ndata: …\\n\\n``)
+    and passed through unchanged, with the canonical events it amounts to
+    (for usage, the cache and the token estimate)."""
+
+    frame: bytes
+    events: list[StreamEvent]
+
+
+@dataclass(slots=True)
 class RawEmbedding:
     body: bytes
     usage: Usage | None
 
 
-ChatResult = ChatResponse | RawChat
-ChunkOrEvent = StreamEvent | RawChunk
+ChatResult = ChatResponse | RawChat | RawMessage
+ChunkOrEvent = StreamEvent | RawChunk | RawEvent
 EmbeddingResult = EmbeddingResponse | RawEmbedding
 
 

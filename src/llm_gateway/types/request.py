@@ -66,6 +66,9 @@ class ChatRequest:
     # For a request that arrived in another dialect (``raw`` is None): the
     # client's fields that the response cache keys on.
     cache_basis: dict[str, Any] | None = None
+    # The client's Anthropic Messages body, when it arrived in that dialect:
+    # an ``anthropic`` provider receives it as is, with only ``model`` replaced.
+    anthropic_body: dict[str, Any] | None = None
 
     @property
     def cache_source(self) -> tuple[str, dict[str, Any] | None]:

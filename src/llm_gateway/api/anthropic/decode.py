@@ -15,7 +15,9 @@ cache and routing. What changes on the way:
 - ``output_config.format`` (a JSON schema) is ``response_format``
   ``json_schema``.
 
-Dropped, because they only steer Anthropic's own sampling, caching or
+An Anthropic deployment gets the client's body itself (passthrough), so
+for it nothing below is dropped. For every other provider these are
+dropped, because they only steer Anthropic's own sampling, caching or
 infrastructure: ``top_k``, ``thinking``, ``output_config.effort``,
 ``service_tier``, ``cache_control``, ``inference_geo``, ``speed``,
 ``diagnostics``, ``container``, ``user_profile_id``, ``workspace_id``,
@@ -261,7 +263,6 @@ def decode_messages_request(body: Any) -> ChatRequest:
     tools = _tools(body.get("tools"))
     if tool_choice is not None and tool_choice.mode in ("required", "named") and not tools:
         raise InvalidRequest("tool_choice requires tools.", code="missing_field", param="tools")
-    significant = {k: v for k, v in body.items() if k in _KNOWN_FIELDS}
     return ChatRequest(
         model=model,
         messages=_messages(body.get("messages"), body.get("system")),
@@ -276,5 +277,6 @@ def decode_messages_request(body: Any) -> ChatRequest:
         tool_choice=tool_choice,
         parallel_tool_calls=parallel,
         response_format=_response_format(body.get("output_config")),
-        cache_basis=significant,
+        cache_basis=body,  # what an Anthropic deployment gets, so all of it changes the answer
+        anthropic_body=body,
     )

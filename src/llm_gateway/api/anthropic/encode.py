@@ -11,7 +11,8 @@ Anthropic SDKs take the counts of a ``message_delta`` over those of
 ``message_start``).
 
 Answers kept by the response cache, and any other OpenAI-format body,
-are read back into canonical form first (``from_openai``).
+are read back into canonical form first. An Anthropic deployment's own
+answer (passthrough) needs no encoding at all: the route sends its bytes.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from typing import Any
 import orjson
 
 from llm_gateway.errors import GatewayError
-from llm_gateway.providers.base import ChatResult, ChunkOrEvent, RawChunk
-from llm_gateway.providers.openai.from_wire import chat_response, chunk_events
+from llm_gateway.providers.base import ChatResult, ChunkOrEvent
+from llm_gateway.providers.results import canonical_chat, canonical_events
 from llm_gateway.types import (
-    ChatResponse,
     FinishDelta,
     FinishReason,
     StreamEvent,
@@ -62,13 +62,9 @@ def _tool_input(arguments: str) -> Any:
     return value if isinstance(value, dict) else {"arguments": arguments}
 
 
-def from_openai(result: ChatResult) -> ChatResponse:
-    return result if isinstance(result, ChatResponse) else chat_response(orjson.loads(result.body))
-
-
 def encode_message(result: ChatResult, request_id: str, model: str) -> dict[str, Any]:
     """A non-streamed answer as a Messages API ``message`` (its first choice)."""
-    resp = from_openai(result)
+    resp = canonical_chat(result)
     content: list[dict[str, Any]] = []
     stop_reason = "end_turn"
     if resp.choices:
@@ -119,10 +115,7 @@ class MessageStreamEncoder:
         return _event(b"message_start", {"type": "message_start", "message": message})
 
     def encode(self, item: ChunkOrEvent) -> bytes:
-        events = chunk_events(orjson.loads(item.data)) if isinstance(item, RawChunk) and item.data else []
-        if not isinstance(item, RawChunk):
-            events = [item]
-        return b"".join(self._one(event) for event in events)
+        return b"".join(self._one(event) for event in canonical_events(item))
 
     def _close(self) -> bytes:
         if self.block_kind is None:

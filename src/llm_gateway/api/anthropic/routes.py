@@ -6,7 +6,9 @@ canonical request and runs through the same pipeline as
 observability), and the answer is encoded as a Messages API ``message`` or
 event stream. The credential may come as ``x-api-key`` (what Anthropic's
 SDKs send) or as a bearer token. Errors keep the gateway's error shape, with
-``"type": "error"`` added at the top as Anthropic's clients expect."""
+``"type": "error"`` added at the top as Anthropic's clients expect. An
+Anthropic deployment gets the client's own body and its answer goes back
+byte for byte (passthrough, see ``providers/anthropic/adapter.py``)."""
 
 from __future__ import annotations
 
@@ -19,20 +21,29 @@ from llm_gateway.api.anthropic.decode import decode_messages_request
 from llm_gateway.api.anthropic.encode import MessageStreamEncoder, encode_message, error_body, message_id
 from llm_gateway.api.calls import ChatDialect, chat_endpoint
 from llm_gateway.errors import GatewayError
-from llm_gateway.providers.base import ChatResult, ChunkOrEvent
+from llm_gateway.providers.base import ChatResult, ChunkOrEvent, RawEvent, RawMessage
 from llm_gateway.types import ChatRequest
 
 
 def _body(result: ChatResult, req: ChatRequest, rid: str) -> bytes:
+    if isinstance(result, RawMessage):
+        return result.body  # an Anthropic deployment's own answer
     return orjson.dumps(encode_message(result, rid, req.model))
 
 
 async def _sse(events: AsyncIterator[ChunkOrEvent], req: ChatRequest, rid: str, model: str) -> AsyncIterator[bytes]:
-    """Anthropic SSE framing; an error after the first byte becomes one
+    """Anthropic SSE: an Anthropic deployment's own events as they came, or
+    the encoding of any other's; an error after the first byte becomes one
     ``error`` event and the stream ends without ``message_stop``."""
     encoder = MessageStreamEncoder(message_id("", rid), model)
     try:
-        yield encoder.start()
+        first = await anext(events)
+        if isinstance(first, RawEvent):
+            yield first.frame
+            async for event in events:
+                yield event.frame  # type: ignore[union-attr]  # one deployment serves the whole stream
+            return
+        yield encoder.start() + encoder.encode(first)
         async for event in events:
             data = encoder.encode(event)
             if data:

@@ -29,6 +29,7 @@ from llm_gateway.api.responses import JSONBytes, error_response, json_response, 
 from llm_gateway.errors import GatewayError, ModelNotFound
 from llm_gateway.pipeline import Call
 from llm_gateway.providers.base import ChatResult, ChunkOrEvent, RawChat, RawChunk, RawEmbedding
+from llm_gateway.providers.results import canonical_chat, canonical_events
 from llm_gateway.state import GatewayState
 from llm_gateway.types import ChatRequest
 
@@ -36,7 +37,7 @@ _DONE = b"data: [DONE]\n\n"
 
 
 def _body(result: ChatResult, req: ChatRequest, rid: str) -> bytes:
-    return result.body if isinstance(result, RawChat) else orjson.dumps(encode_chat_response(result))
+    return result.body if isinstance(result, RawChat) else orjson.dumps(encode_chat_response(canonical_chat(result)))
 
 
 async def _sse(events: AsyncIterator[ChunkOrEvent], req: ChatRequest, rid: str, model: str) -> AsyncIterator[bytes]:
@@ -49,9 +50,10 @@ async def _sse(events: AsyncIterator[ChunkOrEvent], req: ChatRequest, rid: str, 
                 if event.data is not None:
                     yield b"data: " + event.data + b"\n\n"
                 continue
-            data = encoder.encode(event)
-            if data is not None:
-                yield b"data: " + data + b"\n\n"
+            for item in canonical_events(event):
+                data = encoder.encode(item)
+                if data is not None:
+                    yield b"data: " + data + b"\n\n"
     except GatewayError as exc:
         yield b"data: " + exc.to_bytes() + b"\n\n"
         return

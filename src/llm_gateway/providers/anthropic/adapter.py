@@ -2,19 +2,27 @@
 
 Only I/O lives here; translation is in ``to_wire``, ``from_wire`` and
 ``stream``. Error answers are mapped once, by ``error_from_response``.
+
+Passthrough: a request that arrived in Anthropic's own dialect
+(``req.anthropic_body``) is sent as the client wrote it, with only ``model``
+replaced (and ``max_tokens`` added when absent), so everything Anthropic
+understands — thinking, prompt-caching marks, documents, ``top_k`` — reaches
+it; the answer's bytes go back unchanged (``RawMessage``, ``RawEvent``),
+read only for usage and, for the cache, its canonical events.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 
 from llm_gateway.errors import InvalidRequest, UpstreamError
 from llm_gateway.providers.anthropic import from_wire, to_wire
 from llm_gateway.providers.anthropic.stream import StreamDecoder
-from llm_gateway.providers.base import Target
+from llm_gateway.providers.base import RawEvent, RawMessage, Target
 from llm_gateway.providers.http import Upstream, finish, iter_sse, load_json, transport_errors
 from llm_gateway.settings import ProviderSettings
 from llm_gateway.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamEvent
@@ -40,16 +48,20 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResponse:
+    async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResponse | RawMessage:
+        if req.anthropic_body is not None:
+            raw = await self._http.call(self._url, _passthrough(req, target), request_id, target.timeouts)
+            return RawMessage(raw, from_wire.usage(_message(load_json(raw, self.name), self.name).get("usage")))
         wire = to_wire.messages_body(req, target.model, target.max_output_tokens)
         data = load_json(await self._http.call(self._url, wire.body, request_id, target.timeouts), self.name)
-        if not isinstance(data, dict) or not isinstance(data.get("content"), list):
-            raise UpstreamError(f"The {self.name} provider answered with an unexpected body.")
-        return from_wire.chat_response(data, created=int(time.time()), json_tool=wire.json_tool)
+        return from_wire.chat_response(_message(data, self.name), created=int(time.time()), json_tool=wire.json_tool)
 
     async def chat_stream(
         self, req: ChatRequest, target: Target, request_id: str
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncIterator[StreamEvent] | AsyncIterator[RawEvent]:
+        if req.anthropic_body is not None:
+            resp = await self._http.open_stream(self._url, _passthrough(req, target), request_id, target.timeouts)
+            return self._frames(resp, StreamDecoder(self.name))
         wire = to_wire.messages_body(req, target.model, target.max_output_tokens)
         resp = await self._http.open_stream(self._url, wire.body, request_id, target.timeouts)
         return self._events(resp, StreamDecoder(self.name, wire.json_tool))
@@ -68,8 +80,36 @@ class AnthropicProvider:
         finally:
             finish(resp, decoder.done)
 
+    async def _frames(self, resp: aiohttp.ClientResponse, decoder: StreamDecoder) -> AsyncIterator[RawEvent]:
+        """The upstream's events as they came, each with its canonical events;
+        an ``error`` event raises (the client gets the gateway's own)."""
+        try:
+            with transport_errors(self.name):
+                async for event in iter_sse(resp.content):
+                    events = decoder.feed(load_json(event.data, self.name))
+                    name = (event.event or "message").encode()
+                    yield RawEvent(b"event: " + name + b"\ndata: " + event.data + b"\n\n", events)
+                    if decoder.done:
+                        break
+            decoder.close()
+        finally:
+            finish(resp, decoder.done)
+
     async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResponse:
         raise InvalidRequest(
             f"Model {req.model!r} is served by Anthropic, which has no embeddings API.",
             code="unsupported_endpoint", param="model",
         )
+
+
+def _passthrough(req: ChatRequest, target: Target) -> dict[str, Any]:
+    body = dict(req.anthropic_body or {})
+    body["model"] = target.model
+    body.setdefault("max_tokens", target.max_output_tokens)
+    return body
+
+
+def _message(data: Any, provider: str) -> dict[str, Any]:
+    if not isinstance(data, dict) or not isinstance(data.get("content"), list):
+        raise UpstreamError(f"The {provider} provider answered with an unexpected body.")
+    return data
