@@ -121,6 +121,8 @@ def _admission_tokens(req: ChatRequest) -> int:
 def _estimated_usage(req: ChatRequest, result: ChatResult) -> Usage:
     """For an upstream that reported no usage: the prompt estimate and the
     answer's text, at ~4 characters a token."""
+    if isinstance(result, RawMessage):
+        result = canonical_chat(result)
     if isinstance(result, ChatResponse):
         texts = [c.text or "" for c in result.choices] + [
             t.arguments for c in result.choices for t in c.tool_calls]

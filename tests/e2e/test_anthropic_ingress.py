@@ -436,3 +436,14 @@ def test_a_passthrough_answer_is_cached_and_replayed_in_both_forms(cached: Stack
     with client.messages.stream(model="claude-test", max_tokens=50, messages=question) as stream:
         replayed = stream.get_final_message()
     assert _text(replayed) == _text(miss.parse())
+
+
+@needs_anthropic
+def test_an_answer_without_usage_is_charged_from_the_estimate(stack: Stack) -> None:
+    uid, key = _funded(stack, "1.00")
+    resp = httpx.post(f"{stack.url}/v1/messages", headers={"x-api-key": key}, timeout=20, json={
+        "model": "claude-test", "max_tokens": 50, "messages": [{"role": "user", "content": "fake-error:nousage"}]})
+    assert resp.status_code == 200 and "usage" not in resp.json()
+    row = _requests(stack, uid, 1)[0]
+    assert row["input_tokens"] > 0 and row["output_tokens"] > 0  # the prompt's and the answer's estimate
+    assert Decimal(row["cost_usd"]) > 0 and _balance(stack, uid) == Decimal("1.00") - Decimal(row["cost_usd"])

@@ -9,7 +9,7 @@ deterministically, steered by the last user turn:
   with the real error body (429 with ``retry-after: 1``);
   ``fake-error:midstream`` sends an ``error`` event after the first text delta
   of a stream; ``fake-error:truncated`` ends a stream after it, with no
-  ``message_stop``.
+  ``message_stop``; ``fake-error:nousage`` leaves ``usage`` out of a message.
 - With ``tools`` (and ``tool_choice`` not ``none``) and no ``tool_result`` in
   the last user turn: a ``tool_use`` of the forced (else first) tool, its input
   built from the tool's schema.
@@ -277,7 +277,10 @@ async def _messages(request: Request) -> Response:
     if body.get("stream"):
         return StreamingResponse(_stream(answer), media_type="text/event-stream; charset=utf-8",
                                  headers={"cache-control": "no-cache", "request-id": "req_fake_stream"})
-    return JSONResponse(answer.message(), headers={"request-id": "req_fake"})
+    message = answer.message()
+    if answer.steer == "nousage":
+        del message["usage"]
+    return JSONResponse(message, headers={"request-id": "req_fake"})
 
 
 def create_app(api_key: str = "test-anthropic-key") -> Starlette:

@@ -51,7 +51,8 @@ class AnthropicProvider:
     async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResponse | RawMessage:
         if req.anthropic_body is not None:
             raw = await self._http.call(self._url, _passthrough(req, target), request_id, target.timeouts)
-            return RawMessage(raw, from_wire.usage(_message(load_json(raw, self.name), self.name).get("usage")))
+            reported = _message(load_json(raw, self.name), self.name).get("usage")
+            return RawMessage(raw, from_wire.usage(reported) if isinstance(reported, dict) else None)
         wire = to_wire.messages_body(req, target.model, target.max_output_tokens)
         data = load_json(await self._http.call(self._url, wire.body, request_id, target.timeouts), self.name)
         return from_wire.chat_response(_message(data, self.name), created=int(time.time()), json_tool=wire.json_tool)
