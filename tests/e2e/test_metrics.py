@@ -99,6 +99,12 @@ def test_metrics_match_the_traffic(fresh: Stack) -> None:
     with pytest.raises(openai.RateLimitError):
         limited.chat.completions.create(model="mock", messages=[{"role": "user", "content": "two"}])
 
+    # Refused before naming a caller or a model: counted as "unknown", like an unknown model.
+    assert httpx.post(f"{fresh.url}/v1/chat/completions", headers={"authorization": "Bearer gw-" + "n" * 43},
+                      json={"model": "gpt-test", "messages": []}).status_code == 401
+    assert httpx.post(f"{fresh.url}/v1/messages", headers={"x-api-key": MASTER_KEY},
+                      content=b"{not json").status_code == 400
+
     got = scrape(fresh.url, {"authorization": f"Bearer {METRICS_TOKEN}"})
     requests = "gateway_requests_total"
     assert got.value(requests, model="gpt-test", deployment="oai/gpt-4o-mini", status="200") == 5
@@ -107,7 +113,9 @@ def test_metrics_match_the_traffic(fresh: Stack) -> None:
     assert got.value(requests, model="badkey-test", deployment="oai-badkey/gpt-4o-mini", status="502") == 1
     assert got.value(requests, model="mock", status="200") == 1
     assert got.value(requests, model="mock", status="429") == 1
-    assert got.value(requests) == 11
+    assert got.value(requests, model="unknown", deployment="", status="401") == 1
+    assert got.value(requests, model="unknown", deployment="", status="400") == 1
+    assert got.value(requests) == 13
     assert not [ls for ls in got.labels(requests) if ls["model"] == "no-such-model-7"]
 
     assert got.value("gateway_tokens_total", model="gpt-test", kind="input") == sum(u.input_tokens for u in usages)
@@ -119,7 +127,7 @@ def test_metrics_match_the_traffic(fresh: Stack) -> None:
     assert abs(Decimal(str(got.value("gateway_cost_usd_total", model="gpt-test"))) - cost) < Decimal("1e-12")
 
     assert got.value("gateway_request_duration_seconds_count", model="gpt-test") == 5
-    assert got.value("gateway_request_duration_seconds_count") == 11
+    assert got.value("gateway_request_duration_seconds_count") == 13
     assert got.value("gateway_time_to_first_token_seconds_count", model="gpt-test") == 2
     assert got.value("gateway_time_to_first_token_seconds_count") == 2
     assert got.value("gateway_upstream_duration_seconds_count", deployment="oai/gpt-4o-mini") == 5
@@ -130,7 +138,7 @@ def test_metrics_match_the_traffic(fresh: Stack) -> None:
     assert got.value("gateway_rate_limited_total", scope="key") == 1
     assert got.value("gateway_rate_limited_total") == 1
     assert got.value("gateway_cache_requests_total", result="HIT") == 0
-    assert got.value("gateway_cache_requests_total") == 11
+    assert got.value("gateway_cache_requests_total") == 13
     assert got.value("gateway_in_flight_requests") == 0
 
 

@@ -51,14 +51,17 @@ def test_one_json_line_per_request(tmp_path: Path) -> None:
             chunks = list(stream.parse())
             with pytest.raises(openai.NotFoundError):
                 client.chat.completions.create(model="missing", messages=[{"role": "user", "content": "x"}])
+            refused = httpx.post(f"{base}/v1/chat/completions", headers={"authorization": "Bearer gw-" + "w" * 43},
+                                 json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]})
+            assert refused.status_code == 401
         log = (tmp_path / "gw.log").read_text()
     finally:
         server.stop()
 
     lines = _json_lines(log)
     requests = [line for line in lines if line["logger"] == "llm_gateway.request"]
-    assert [r["status"] for r in requests] == [200, 200, 404]
-    first, streamed, missing = requests
+    assert [r["status"] for r in requests] == [200, 200, 404, 401]
+    first, streamed, missing, unknown = requests
     assert first["request_id"] == "client-chosen-id-1" == chat.headers["x-request-id"]
     assert streamed["request_id"] == stream.headers["x-request-id"]
     usage = chat.parse().usage
@@ -77,6 +80,9 @@ def test_one_json_line_per_request(tmp_path: Path) -> None:
     assert 0 < streamed["ttft_ms"] <= streamed["latency_ms"]
     assert streamed["output_tokens"] > 0 and any(c.choices for c in chunks)
     assert missing["model"] == "missing" and missing["deployment"] is None
+    # Refused before a caller or a model was known: still one line, with its request id.
+    assert unknown["request_id"] == refused.headers["x-request-id"] and unknown["model"] == "unknown"
+    assert unknown["user_id"] is None and unknown["endpoint"] == "chat"
 
     # The request id reached the provider with the call.
     sent = {r["headers"].get("x-request-id") for r in upstream.state.requests}

@@ -4,6 +4,7 @@ itself, made from a dialect's decoder and encoders (``chat_endpoint``)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,12 @@ def new_call(request: Request, rid: str, model: str, principal: Principal) -> Ca
     return call
 
 
+def refused(gw: GatewayState, rid: str, endpoint: str, status: int, started: float) -> None:
+    """Observe a request refused before it became a ``Call``."""
+    if gw.observer is not None:
+        gw.observer.refused(rid, endpoint, status, time.perf_counter() - started)
+
+
 def cost_headers(call: Call, rid: str) -> dict[str, str]:
     headers = call_headers(call, rid)
     cost = call.cost
@@ -86,6 +93,7 @@ def chat_endpoint(dialect: ChatDialect) -> Callable[[Request], Awaitable[Respons
                          headers=exc.response_headers() | headers)
 
     async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
         gw = gateway(request)
         rid = request_id(request, gw.ids)
         call: Call | None = None
@@ -103,6 +111,8 @@ def chat_endpoint(dialect: ChatDialect) -> Callable[[Request], Awaitable[Respons
         except GatewayError as exc:
             if call is not None:  # (a stream that had started records itself when it ends)
                 gw.pipeline.finish(call, exc.status_code)
+            else:
+                refused(gw, rid, dialect.endpoint, exc.status_code, started)
             return error(exc, call_headers(call, rid))
         body = dialect.body(result, req, rid)
         gw.pipeline.finish(call, 200)

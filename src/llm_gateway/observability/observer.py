@@ -131,6 +131,19 @@ class Observer:
         if self.sentry is not None and status in UPSTREAM_FAILURES:
             self.sentry.upstream_failure(status, _tags(call, status), principal.user_id)
 
+    def refused(self, request_id: str, endpoint: str, status: int, latency: float) -> None:
+        """A ``/v1`` request that ended before it named a model or a caller
+        (a bad credential, a body that is not valid): counted under the model
+        ``unknown`` and logged, like every other request."""
+        self.metrics.record(UNKNOWN_MODEL, None, status, latency, None, None, None, "BYPASS", None, None)
+        if self.request_log.enabled:
+            self.request_log.write(
+                request_id=request_id, endpoint=endpoint, model=UNKNOWN_MODEL, deployment=None, status=status,
+                user_id=None, key_id=None, stream=False, cache="BYPASS", input_tokens=0,
+                cached_input_tokens=0, output_tokens=0, cost_usd=Decimal(0), latency_s=latency, ttft_s=None,
+                rate_limited=None,
+            )
+
     def unhandled(self, exc: Exception, asgi_scope: Scope, scope: RequestScope, started: float) -> None:
         """An error nothing handled: the client gets a 500. Recorded here
         unless ``finish`` already did (an error after a stream's end)."""
@@ -143,16 +156,8 @@ class Observer:
             user_id = call.principal.user_id
         else:
             rid = (_header(asgi_scope, b"x-request-id") or "")[:128]
-            latency = time.perf_counter() - started
             if not scope.finished:
-                self.metrics.record(UNKNOWN_MODEL, None, 500, latency, None, None, None, "BYPASS", None, None)
-                if self.request_log.enabled:
-                    self.request_log.write(
-                        request_id=rid, endpoint=path, model=UNKNOWN_MODEL, deployment=None, status=500,
-                        user_id=None, key_id=None, stream=False, cache="BYPASS", input_tokens=0,
-                        cached_input_tokens=0, output_tokens=0, cost_usd=Decimal(0), latency_s=latency, ttft_s=None,
-                        rate_limited=None,
-                    )
+                self.refused(rid, path, 500, time.perf_counter() - started)
             tags = {"status": "500"}
             if rid:
                 tags["request_id"] = rid

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from llm_gateway.api.auth import authenticate
-from llm_gateway.api.calls import ChatDialect, chat_endpoint
+from llm_gateway.api.calls import ChatDialect, chat_endpoint, refused
 from llm_gateway.api.calls import call_headers as _headers
 from llm_gateway.api.calls import cost_headers as _cost_headers
 from llm_gateway.api.calls import gateway as _gateway
@@ -66,6 +66,7 @@ chat_completions = chat_endpoint(ChatDialect("chat", decode_chat_request, _sse, 
 
 
 async def embeddings(request: Request) -> Response:
+    started = time.perf_counter()
     gw = _gateway(request)
     rid = request_id(request, gw.ids)
     call: Call | None = None
@@ -77,6 +78,8 @@ async def embeddings(request: Request) -> Response:
     except GatewayError as exc:
         if call is not None:
             gw.pipeline.finish(call, exc.status_code)
+        else:
+            refused(gw, rid, "embeddings", exc.status_code, started)
         return error_response(exc, _headers(call, rid))
     body = result.body if isinstance(result, RawEmbedding) else orjson.dumps(encode_embedding_response(result))
     gw.pipeline.finish(call, 200)
