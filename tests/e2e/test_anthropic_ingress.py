@@ -302,7 +302,7 @@ def test_cache_hits_replay_as_messages_and_streams(cached: Stack) -> None:
 
 def test_openapi_documents_every_v1_route(stack: Stack) -> None:
     schema = httpx.get(f"{stack.url}/openapi.json").json()
-    for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/messages"):
+    for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/messages", "/v1/messages/count_tokens"):
         assert path in schema["paths"], path
     ref = schema["paths"]["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert schema["components"]["schemas"][ref.rsplit("/", 1)[1]]["required"] == ["model", "messages"]
@@ -339,8 +339,11 @@ RICH_BODY: dict[str, Any] = {
 
 @needs_anthropic
 def test_an_anthropic_deployment_gets_the_clients_own_body_and_answers_byte_for_byte(stack: Stack) -> None:
-    resp = httpx.post(f"{stack.url}/v1/messages", json=RICH_BODY, headers={"x-api-key": MASTER_KEY}, timeout=20)
+    beta = "context-management-2025-06-27,interleaved-thinking-2025-05-14"
+    resp = httpx.post(f"{stack.url}/v1/messages", json=RICH_BODY, params={"beta": "true"},
+                      headers={"x-api-key": MASTER_KEY, "anthropic-beta": beta}, timeout=20)
     assert resp.status_code == 200, resp.text
+    assert stack.fakes["anthropic"].state.headers[-1]["anthropic-beta"] == beta  # Claude Code's features too
     sent = stack.requests_to("anthropic")[-1]
     assert sent == {**RICH_BODY, "model": "claude-haiku-4-5"}  # thinking, top_k, cache_control all kept
     answer = resp.json()
@@ -447,3 +450,55 @@ def test_an_answer_without_usage_is_charged_from_the_estimate(stack: Stack) -> N
     row = _requests(stack, uid, 1)[0]
     assert row["input_tokens"] > 0 and row["output_tokens"] > 0  # the prompt's and the answer's estimate
     assert Decimal(row["cost_usd"]) > 0 and _balance(stack, uid) == Decimal("1.00") - Decimal(row["cost_usd"])
+
+
+# ------------------------------------------------------------ token counting
+
+@needs_anthropic
+def test_count_tokens_asks_the_anthropic_deployment(stack: Stack) -> None:
+    from tests.fakes.anthropic_server import prompt_tokens
+
+    messages: Any = [{"role": "user", "content": "how many tokens is this?"}]
+    before = len(stack.fakes["anthropic"].state.counted)
+    counted = _client(stack).messages.with_raw_response.count_tokens(
+        model="claude-test", system="Be brief.", messages=messages, tools=[WEATHER_TOOL])
+    assert counted.headers["x-gateway-token-count"] == "exact"
+    sent = stack.fakes["anthropic"].state.counted[before:]
+    assert sent == [{"model": "claude-haiku-4-5", "system": "Be brief.", "messages": messages,
+                     "tools": [WEATHER_TOOL]}]
+    assert counted.parse().input_tokens == prompt_tokens(sent[0])
+
+
+def test_count_tokens_estimates_for_other_models_and_answers_claude_codes_beta_path(stack: Stack) -> None:
+    short = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
+    long = {"model": "gpt-test", "messages": [{"role": "user", "content": "a much longer question " * 50}]}
+    got = [httpx.post(f"{stack.url}/v1/messages/count_tokens", params={"beta": "true"}, json=body,
+                      headers={"x-api-key": MASTER_KEY}) for body in (short, long)]
+    assert [r.status_code for r in got] == [200, 200]
+    assert [r.headers["x-gateway-token-count"] for r in got] == ["estimate", "estimate"]
+    assert 0 < got[0].json()["input_tokens"] < got[1].json()["input_tokens"]
+    assert set(got[0].json()) == {"input_tokens"}
+
+
+def test_count_tokens_checks_the_caller_and_the_model(stack: Stack) -> None:
+    url = f"{stack.url}/v1/messages/count_tokens"
+    body = {"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]}
+    assert httpx.post(url, json=body).status_code == 401
+    assert httpx.post(url, json={**body, "model": "nope"}, headers={"x-api-key": MASTER_KEY}).status_code == 404
+    user = httpx.post(f"{stack.url}/admin/users", json={"email": f"ct{time.time_ns()}@example.com",
+                                                        "allowed_models": ["mock"], "rpm": 1}, headers=AUTH).json()
+    key = httpx.post(f"{stack.url}/admin/users/{user['id']}/keys", json={"name": "c"}, headers=AUTH).json()["key"]
+    refused = httpx.post(url, json=body, headers={"x-api-key": key})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
+    # Counting is free and outside the rate limits: an rpm of 1 still allows one message after many counts.
+    for _ in range(5):
+        assert httpx.post(url, json={**body, "model": "mock"}, headers={"x-api-key": key}).status_code == 200
+    assert _client(stack, key).messages.create(model="mock", max_tokens=10, messages=body["messages"]).content
+
+
+@needs_anthropic
+def test_count_tokens_falls_back_to_the_estimate_when_anthropic_is_down(fallback: Stack) -> None:
+    resp = httpx.post(f"{fallback.url}/v1/messages/count_tokens", headers={"x-api-key": MASTER_KEY},
+                      json={"model": "claude-or-gpt", "messages": [{"role": "user", "content": "x"}]})
+    assert resp.status_code == 200 and resp.headers["x-gateway-token-count"] == "estimate"
+    assert resp.json()["input_tokens"] > 0

@@ -192,7 +192,7 @@ class _Answer:
             self.stop_reason = "max_tokens"
         system = body.get("system")
         system_text = system if isinstance(system, str) else json.dumps(system or "")
-        prompt_words = len(json.dumps(body["messages"]).split()) + len(system_text.split())
+        prompt_words = prompt_tokens(body)
         cached = "cached" in system_text
         self.usage = {
             "input_tokens": prompt_words,
@@ -283,10 +283,40 @@ async def _messages(request: Request) -> Response:
     return JSONResponse(message, headers={"request-id": "req_fake"})
 
 
+_COUNT_FIELDS = frozenset({
+    "model", "messages", "system", "tools", "tool_choice", "thinking", "output_config", "cache_control", "speed",
+    "context_management",
+})
+
+
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """The fake's input token count: words of the messages' JSON and of the system prompt."""
+    system = body.get("system")
+    system_text = system if isinstance(system, str) else json.dumps(system or "")
+    return len(json.dumps(body["messages"]).split()) + len(system_text.split())
+
+
+async def _count_tokens(request: Request) -> Response:
+    state = request.app.state
+    if request.headers.get("x-api-key") != state.api_key:
+        return _error(401)
+    body = json.loads(await request.body())
+    state.counted.append(body)
+    extra = [k for k in body if k not in _COUNT_FIELDS]
+    if extra:
+        return _invalid(f"{extra[0]}: Extra inputs are not permitted")
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
+        return _invalid("messages: at least one message is required")
+    return JSONResponse({"input_tokens": prompt_tokens(body)})
+
+
 def create_app(api_key: str = "test-anthropic-key") -> Starlette:
-    """A new fake with its own request log (``app.state.requests``, ``.headers``)."""
-    app = Starlette(routes=[Route("/v1/messages", _messages, methods=["POST"])])
+    """A new fake with its own request log (``app.state.requests``, ``.headers``;
+    ``.counted`` for ``/v1/messages/count_tokens``)."""
+    app = Starlette(routes=[Route("/v1/messages", _messages, methods=["POST"]),
+                            Route("/v1/messages/count_tokens", _count_tokens, methods=["POST"])])
     app.state.api_key = api_key
+    app.state.counted = []
     app.state.requests = []
     app.state.headers = []
     return app

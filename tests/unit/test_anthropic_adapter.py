@@ -339,3 +339,22 @@ def test_assistant_history_with_tool_calls_is_accepted_upstream(server: tuple[Li
         Message("tool", [TextPart("r2")], tool_call_id="toolu_2"),
     ], tools=[WEATHER])
     assert chat(server, req).choices[0].text == "The tool said: r1 | r2"
+
+
+def test_passthrough_sends_the_clients_body_and_beta_features(server: tuple[LiveServer, Any], fake: Any) -> None:
+    from llm_gateway.api.anthropic.decode import decode_messages_request
+    from llm_gateway.providers.base import RawMessage
+
+    body = {"messages": [{"role": "user", "content": "hi"}], "top_k": 3, "model": "public-name"}
+    req = decode_messages_request(body)
+    req.anthropic_beta = "context-management-2025-06-27"
+    configured = {"headers": {"Anthropic-Beta": "prompt-caching-2024-07-31"}}
+    result = run(server, lambda p: p.chat(req, TARGET, "req-1"), **configured)
+    assert isinstance(result, RawMessage) and result.usage is not None and result.usage.output_tokens > 0
+    assert fake.state.requests[-1] == {**body, "model": "claude-haiku-4-5", "max_tokens": 321}
+    assert fake.state.headers[-1]["anthropic-beta"] == "prompt-caching-2024-07-31,context-management-2025-06-27"
+    req.anthropic_beta = None
+    run(server, lambda p: p.chat(req, TARGET, "req-2"), **configured)
+    assert fake.state.headers[-1]["anthropic-beta"] == "prompt-caching-2024-07-31"
+    run(server, lambda p: p.chat(req, TARGET, "req-3"))
+    assert "anthropic-beta" not in fake.state.headers[-1]

@@ -82,6 +82,8 @@ class ChatDialect:
     # (answer, request, request id) → the JSON body
     body: Callable[[ChatResult, ChatRequest, str], bytes]
     error_body: Callable[[GatewayError], bytes]
+    # reads what the dialect takes from the request's headers into the decoded request
+    headers: Callable[[ChatRequest, Request], None] | None = None
 
 
 def chat_endpoint(dialect: ChatDialect) -> Callable[[Request], Awaitable[Response]]:
@@ -100,6 +102,8 @@ def chat_endpoint(dialect: ChatDialect) -> Callable[[Request], Awaitable[Respons
         try:
             principal = await authenticate(request, gw)
             req = dialect.decode(await read_json(request, gw.settings.max_request_bytes))
+            if dialect.headers is not None:
+                dialect.headers(req, request)
             call = new_call(request, rid, req.model, principal)
             call.endpoint = dialect.endpoint
             if req.stream:

@@ -261,22 +261,27 @@ class Upstream:
             got = self._overridden[override] = limits(self._settings, override)
         return got
 
-    def _post(self, url: str, body: Any, request_id: str, timeout: aiohttp.ClientTimeout) -> Any:
-        return self.session.post(
-            url, data=orjson.dumps(body), headers=self._headers | {"x-request-id": request_id}, timeout=timeout,
-        )
+    def _post(self, url: str, body: Any, request_id: str, timeout: aiohttp.ClientTimeout,
+              extra: dict[str, str] | None = None) -> Any:
+        headers = self._headers | {"x-request-id": request_id}
+        if extra:
+            headers |= extra
+        return self.session.post(url, data=orjson.dumps(body), headers=headers, timeout=timeout)
 
-    async def call(self, url: str, body: Any, request_id: str, timeouts: Timeouts | None = None) -> bytes:
-        """POST JSON; the answer's bytes, or the mapped error."""
+    async def call(self, url: str, body: Any, request_id: str, timeouts: Timeouts | None = None,
+                   headers: dict[str, str] | None = None) -> bytes:
+        """POST JSON (with ``headers`` over the provider's own); the answer's
+        bytes, or the mapped error."""
         with transport_errors(self.name):
-            async with self._post(url, body, request_id, self._limits_for(timeouts).call) as resp:
+            async with self._post(url, body, request_id, self._limits_for(timeouts).call, headers) as resp:
                 raw: bytes = await resp.read()
                 if resp.status >= 400:
                     raise self._map_error(resp.status, raw, resp.headers, self.name)
         return raw
 
     async def open_stream(
-        self, url: str, body: Any, request_id: str, timeouts: Timeouts | None = None
+        self, url: str, body: Any, request_id: str, timeouts: Timeouts | None = None,
+        headers: dict[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
         """POST JSON and wait for the answer's headers; an error status is
         read and mapped before anything reaches the client. From then on a
@@ -286,7 +291,8 @@ class Upstream:
         first_by = min(lim.first_byte or lim.total, lim.total)
         with transport_errors(self.name):
             async with asyncio.timeout(first_by):
-                resp: aiohttp.ClientResponse = await self._post(url, body, request_id, lim.stream).__aenter__()
+                resp: aiohttp.ClientResponse = await self._post(
+                    url, body, request_id, lim.stream, headers).__aenter__()
                 if resp.status >= 400:
                     try:
                         raw = await resp.read()

@@ -109,6 +109,10 @@ class Router:
         """The model, then its fallbacks in order: every model that may serve it."""
         return self._chains[model.name]
 
+    def routes(self, model: ModelSettings) -> Sequence[Route]:
+        """The model's own deployments, in configured order."""
+        return self._routes[model.name]
+
     def circuit_states(self) -> dict[str, int]:
         """Deployment label → 0 closed, 1 half-open, 2 open, as this process sees it."""
         now = time.monotonic()

@@ -69,6 +69,8 @@ class ChatRequest:
     # The client's Anthropic Messages body, when it arrived in that dialect:
     # an ``anthropic`` provider receives it as is, with only ``model`` replaced.
     anthropic_body: dict[str, Any] | None = None
+    # The client's ``anthropic-beta`` header, forwarded with that body.
+    anthropic_beta: str | None = None
 
     @property
     def cache_source(self) -> tuple[str, dict[str, Any] | None]:

@@ -15,11 +15,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import orjson
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from llm_gateway.api.anthropic.decode import decode_messages_request
 from llm_gateway.api.anthropic.encode import MessageStreamEncoder, encode_message, error_body, message_id
-from llm_gateway.api.calls import ChatDialect, chat_endpoint
+from llm_gateway.api.auth import authenticate
+from llm_gateway.api.calls import ChatDialect, chat_endpoint, gateway
+from llm_gateway.api.responses import JSONBytes, read_json, request_id
 from llm_gateway.errors import GatewayError
 from llm_gateway.providers.base import ChatResult, ChunkOrEvent, RawEvent, RawMessage
 from llm_gateway.types import ChatRequest
@@ -56,6 +60,35 @@ async def _sse(events: AsyncIterator[ChunkOrEvent], req: ChatRequest, rid: str, 
     yield encoder.finish()
 
 
-messages = chat_endpoint(ChatDialect("messages", decode_messages_request, _sse, _body, error_body))
+def _headers(req: ChatRequest, request: Request) -> None:
+    req.anthropic_beta = request.headers.get("anthropic-beta")  # forwarded to Anthropic deployments
 
-routes = [Route("/v1/messages", messages, methods=["POST"])]
+
+messages = chat_endpoint(ChatDialect("messages", decode_messages_request, _sse, _body, error_body, _headers))
+
+
+async def count_tokens(request: Request) -> Response:
+    """``POST /v1/messages/count_tokens`` (``?beta=true`` too, as Claude Code
+    calls it): ``{"input_tokens": n}``, counted by the model's Anthropic
+    deployment when it has one, else estimated by the gateway;
+    ``x-gateway-token-count`` says which. Not billed, not rate limited."""
+    gw = gateway(request)
+    rid = request_id(request, gw.ids)
+    headers = {"x-request-id": rid}
+    try:
+        principal = await authenticate(request, gw)
+        req = decode_messages_request(await read_json(request, gw.settings.max_request_bytes))
+        _headers(req, request)
+        model = gw.router.resolve(req.model)
+        principal.check_model(model.name)
+        count, exact = await gw.pipeline.count_tokens(req, model, rid)
+    except GatewayError as exc:
+        return JSONBytes(error_body(exc), status_code=exc.status_code, headers=exc.response_headers() | headers)
+    headers["x-gateway-token-count"] = "exact" if exact else "estimate"
+    return JSONBytes(orjson.dumps({"input_tokens": count}), headers=headers)
+
+
+routes = [
+    Route("/v1/messages", messages, methods=["POST"]),
+    Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+]

@@ -200,3 +200,18 @@ OPENAPI_PATHS["/v1/messages"] = {
         },
     }
 }
+
+OPENAPI_PATHS["/v1/messages/count_tokens"] = {
+    "post": {
+        "tags": ["Anthropic-compatible"],
+        "summary": "Count the input tokens of a Messages request",
+        "description": "Counted by the model's Anthropic deployment when it has one "
+        "(x-gateway-token-count: exact), else estimated by the gateway (estimate). Not billed, not rate limited.",
+        "operationId": "countMessageTokens",
+        "requestBody": _json_body("CreateMessageRequest"),
+        "responses": {
+            "200": {"description": "{\"input_tokens\": n}", "content": {"application/json": {}}},
+            "default": _ERROR_RESPONSE,
+        },
+    }
+}

@@ -28,6 +28,11 @@ from llm_gateway.settings import ProviderSettings
 from llm_gateway.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamEvent
 
 API_VERSION = "2023-06-01"
+# What ``/messages/count_tokens`` takes of a Messages body (besides ``model``).
+_COUNTED = frozenset({
+    "messages", "system", "tools", "tool_choice", "thinking", "output_config", "cache_control", "speed",
+    "context_management",
+})
 
 
 class AnthropicProvider:
@@ -37,10 +42,14 @@ class AnthropicProvider:
         self.name = settings.name
         self.kind = settings.kind
         self._url = f"{settings.base_url}/messages"
+        self._count_url = f"{settings.base_url}/messages/count_tokens"
         headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
         if settings.api_key:
             headers["x-api-key"] = settings.api_key
         self._http = Upstream(settings, headers | settings.headers)  # e.g. anthropic-beta
+        # The configured anthropic-beta header, if any, under its configured spelling.
+        configured = [(k, v) for k, v in settings.headers.items() if k.lower() == "anthropic-beta"]
+        self._beta_key, self._beta = configured[0] if configured else ("anthropic-beta", "")
 
     async def start(self) -> None:
         await self._http.start()
@@ -50,7 +59,8 @@ class AnthropicProvider:
 
     async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResponse | RawMessage:
         if req.anthropic_body is not None:
-            raw = await self._http.call(self._url, _passthrough(req, target), request_id, target.timeouts)
+            raw = await self._http.call(self._url, _passthrough(req, target), request_id, target.timeouts,
+                                        self._betas(req))
             reported = _message(load_json(raw, self.name), self.name).get("usage")
             return RawMessage(raw, from_wire.usage(reported) if isinstance(reported, dict) else None)
         wire = to_wire.messages_body(req, target.model, target.max_output_tokens)
@@ -61,11 +71,18 @@ class AnthropicProvider:
         self, req: ChatRequest, target: Target, request_id: str
     ) -> AsyncIterator[StreamEvent] | AsyncIterator[RawEvent]:
         if req.anthropic_body is not None:
-            resp = await self._http.open_stream(self._url, _passthrough(req, target), request_id, target.timeouts)
+            resp = await self._http.open_stream(self._url, _passthrough(req, target), request_id, target.timeouts,
+                                                self._betas(req))
             return self._frames(resp, StreamDecoder(self.name))
         wire = to_wire.messages_body(req, target.model, target.max_output_tokens)
         resp = await self._http.open_stream(self._url, wire.body, request_id, target.timeouts)
         return self._events(resp, StreamDecoder(self.name, wire.json_tool))
+
+    def _betas(self, req: ChatRequest) -> dict[str, str] | None:
+        """The client's ``anthropic-beta`` features, joined to the provider's configured ones."""
+        if not req.anthropic_beta or req.anthropic_body is None:
+            return None
+        return {self._beta_key: f"{self._beta},{req.anthropic_beta}" if self._beta else req.anthropic_beta}
 
     async def _events(
         self, resp: aiohttp.ClientResponse, decoder: StreamDecoder
@@ -95,6 +112,21 @@ class AnthropicProvider:
             decoder.close()
         finally:
             finish(resp, decoder.done)
+
+    async def count_tokens(self, req: ChatRequest, target: Target, request_id: str) -> int:
+        """Anthropic's own count of the request's input tokens
+        (``POST {api_base}/messages/count_tokens``)."""
+        if req.anthropic_body is not None:
+            body = {k: v for k, v in req.anthropic_body.items() if k in _COUNTED}
+        else:
+            body = {k: v for k, v in to_wire.messages_body(req, target.model, 1).body.items() if k in _COUNTED}
+        body["model"] = target.model
+        raw = await self._http.call(self._count_url, body, request_id, target.timeouts, self._betas(req))
+        data = load_json(raw, self.name)
+        count = data.get("input_tokens") if isinstance(data, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise UpstreamError(f"The {self.name} provider answered with an unexpected body.")
+        return count
 
     async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResponse:
         raise InvalidRequest(
