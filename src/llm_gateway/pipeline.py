@@ -37,7 +37,7 @@ from llm_gateway.billing.ledger import Hold, Ledger
 from llm_gateway.billing.pricing import cost_usd, max_cost_usd
 from llm_gateway.billing.usage import UsageEvent, UsageWriter
 from llm_gateway.cache import Entry, ResponseCache, StreamAssembler, cache_key, replay_chunks
-from llm_gateway.errors import GatewayError, UpstreamError, UpstreamRejected
+from llm_gateway.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamRejected
 from llm_gateway.limits import Admission, Limiter
 from llm_gateway.observability.observer import Observer
 from llm_gateway.providers.base import (
@@ -135,6 +135,14 @@ def _estimated_usage(req: ChatRequest, result: ChatResult) -> Usage:
     return Usage(estimate_prompt(req), sum(estimate_text(t) for t in texts))
 
 
+def _check_translatable(req: ChatRequest, route: Route) -> None:
+    """A Messages request holding what only Anthropic takes goes to no other provider."""
+    if req.anthropic_only is not None and route.provider.kind != "anthropic":
+        param, message = req.anthropic_only
+        raise InvalidRequest(f"{message} Only Anthropic deployments take it, and '{route.model.name}' is served "
+                             f"by a {route.provider.kind} one.", code="unsupported_value", param=param)
+
+
 class Pipeline:
     def __init__(
         self, router: Router, ledger: Ledger, usage: UsageWriter, limiter: Limiter, cache: ResponseCache
@@ -215,7 +223,11 @@ class Pipeline:
         return await self.router.run(model, attempt, hold=hold)
 
     async def _call_chat(self, req: ChatRequest, model: ModelSettings, call: Call) -> ChatResult:
-        return await self._run(model, call, lambda route: route.provider.chat(req, route.target, call.request_id))
+        async def send(route: Route) -> ChatResult:
+            _check_translatable(req, route)
+            return await route.provider.chat(req, route.target, call.request_id)
+
+        return await self._run(model, call, send)
 
     async def _open_stream(
         self, req: ChatRequest, model: ModelSettings, call: Call
@@ -223,6 +235,7 @@ class Pipeline:
         """Open the stream and wait for its first event: until then a failed
         attempt can still be retried, since nothing has reached the client."""
         async def open_one(route: Route) -> tuple[ChunkOrEvent, AsyncIterator[ChunkOrEvent]]:
+            _check_translatable(req, route)
             events = await route.provider.chat_stream(req, route.target, call.request_id)
             try:
                 first = await anext(events)

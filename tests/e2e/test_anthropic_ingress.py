@@ -193,7 +193,7 @@ def test_errors_reach_the_sdk_in_the_gateways_shape(stack: Stack) -> None:
     ({"model": "mock", "messages": [{"role": "user", "content": "x"}], "temperature": 1.5}, "temperature",
      "invalid_value"),
     ({"model": "mock", "messages": [{"role": "user", "content": "x"}], "mcp_servers": []}, "mcp_servers",
-     "unsupported_parameter"),
+     "unsupported_value"),
     ({"model": "mock", "messages": [{"role": "user", "content": "x"}],
       "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0].type", "unsupported_value"),
     ({"model": "mock", "messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "any"}}, "tools",
@@ -502,3 +502,18 @@ def test_count_tokens_falls_back_to_the_estimate_when_anthropic_is_down(fallback
                       json={"model": "claude-or-gpt", "messages": [{"role": "user", "content": "x"}]})
     assert resp.status_code == 200 and resp.headers["x-gateway-token-count"] == "estimate"
     assert resp.json()["input_tokens"] > 0
+
+
+@needs_anthropic
+def test_what_only_anthropic_takes_reaches_claude_and_is_refused_elsewhere(stack: Stack) -> None:
+    body = {"max_tokens": 50, "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+            "messages": [{"role": "user", "content": [
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "a memo"}},
+                {"type": "text", "text": "summarise the memo"}]}]}
+    headers = {"x-api-key": MASTER_KEY}
+    claude = httpx.post(f"{stack.url}/v1/messages", json={**body, "model": "claude-test"}, headers=headers)
+    assert claude.status_code == 200, claude.text
+    assert stack.requests_to("anthropic")[-1] == {**body, "model": "claude-haiku-4-5"}
+    other = httpx.post(f"{stack.url}/v1/messages", json={**body, "model": "gpt-test"}, headers=headers)
+    assert other.status_code == 400
+    assert (other.json()["error"]["param"], other.json()["error"]["code"]) == ("tools[0].type", "unsupported_value")

@@ -129,6 +129,8 @@ def _check(body: dict[str, Any]) -> None:
                                f"corresponding `tool_use` block in the previous message.")
         previous_role, previous_tool_ids = role, tool_ids
     for k, tool in enumerate(body.get("tools") or []):
+        if tool.get("type", "custom") != "custom":
+            continue  # a server tool (web search, code execution, …): no schema
         schema = tool.get("input_schema")
         if not isinstance(schema, dict) or schema.get("type") != "object":
             raise _Invalid(f"tools.{k}.custom.input_schema.type: Input should be 'object'")
@@ -165,8 +167,8 @@ class _Answer:
         self.text = ""
         self.stop_reason = "end_turn"
         self.stop_sequence: str | None = None
-        if body.get("tools") and choice != "none" and not results:
-            tools = body["tools"]
+        tools = [t for t in body.get("tools") or [] if t.get("type", "custom") == "custom"]
+        if tools and choice != "none" and not results:
             forced = (body.get("tool_choice") or {}).get("name")
             tool = next((t for t in tools if t["name"] == forced), tools[0])
             self.tool = {"type": "tool_use", "id": f"toolu_fake{digest[20:40]}", "name": tool["name"],

@@ -157,8 +157,8 @@ def test_the_cache_keys_on_what_changes_the_answer() -> None:
         {"type": "tool_use", "id": "a", "name": "f", "input": {}}]}]}, "messages[0].content[0].type"),
     ({"model": "m", "messages": [{"role": "assistant", "content": [
         {"type": "tool_use", "id": "a", "name": "f", "input": "x"}]}]}, "messages[0].content[0].input"),
-    ({"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "image", "source": {"type": "file", "file_id": "f"}}]}]}, "messages[0].content[0].source.type"),
+    ({"model": "m", "messages": [{"role": "assistant", "content": [
+        {"type": "tool_result", "tool_use_id": "a", "content": "x"}]}]}, "messages[0].content[0].type"),
     ({"model": "m", "system": [{"type": "image", "source": {"type": "url", "url": "u"}}],
       "messages": [{"role": "user", "content": "x"}]}, "system"),
     ({"model": "m", "messages": [{"role": "user", "content": "x"}], "stop_sequences": "x"}, "stop_sequences"),
@@ -173,6 +173,22 @@ def test_bad_requests_are_refused_naming_the_field(body: Any, param: str | None)
     with pytest.raises(InvalidRequest) as err:
         decode_messages_request(body)
     assert err.value.param == param
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"messages": [{"role": "user", "content": [{"type": "document", "source": {"type": "text", "data": "d"}},
+                                                {"type": "text", "text": "sum up"}]}]}, "messages[0].content[0].type"),
+    ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]},
+     "messages[0].content[0].source.type"),
+    ({"tools": [{"type": "web_search_20250305", "name": "web_search"}, {"name": "f", "input_schema": {}}]},
+     "tools[0].type"),
+    ({"mcp_servers": [{"type": "url", "url": "https://mcp.example.com", "name": "x"}]}, "mcp_servers"),
+])
+def test_what_only_anthropic_takes_is_kept_for_it_and_noted(extra: dict[str, Any], param: str) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], **extra}
+    req = decode_messages_request(body)
+    assert req.anthropic_body == body and req.anthropic_only is not None and req.anthropic_only[0] == param
+    assert all(t.name == "f" for t in req.tools or [])  # the canonical form keeps what it can carry
 
 
 def _answer(text: str | None, calls: list[ToolCall], finish: Any, usage: Usage) -> ChatResponse:

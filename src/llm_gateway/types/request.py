@@ -71,6 +71,9 @@ class ChatRequest:
     anthropic_body: dict[str, Any] | None = None
     # The client's ``anthropic-beta`` header, forwarded with that body.
     anthropic_beta: str | None = None
+    # (param, message) of the first thing in that body only an Anthropic
+    # deployment can take; any other refuses the request with it.
+    anthropic_only: tuple[str, str] | None = None
 
     @property
     def cache_source(self) -> tuple[str, dict[str, Any] | None]:

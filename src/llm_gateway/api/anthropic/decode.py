@@ -23,10 +23,12 @@ infrastructure: ``top_k``, ``thinking``, ``output_config.effort``,
 ``diagnostics``, ``container``, ``user_profile_id``, ``workspace_id``,
 ``context_management``; the ``thinking`` / ``redacted_thinking`` blocks of
 earlier assistant turns, ``cache_control`` marks on blocks, and a tool
-result's ``is_error``. Refused with 400: content the canonical form cannot
-carry (documents, server tools' blocks), server tools, and any other unknown
-field (``mcp_servers``, …) — an answer that silently ignored it would be
-wrong.
+result's ``is_error``. What only Anthropic can take —
+content the canonical form cannot carry (documents, search results, file
+images), server tools, and any other unknown field (``mcp_servers``, …) —
+is kept for an Anthropic deployment and noted in ``anthropic_only``: any
+other deployment refuses the request with 400 naming the field, since an
+answer that silently ignored it would be wrong.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ _IGNORED_FIELDS = frozenset({
 _DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 
 
+# What only an Anthropic deployment can take, as (param, message) pairs.
+_Only = list[tuple[str, str]]
+
+
 def _unsupported(message: str, param: str) -> InvalidRequest:
     return InvalidRequest(message, code="unsupported_value", param=param)
 
@@ -80,7 +86,7 @@ def _string(block: dict[str, Any], key: str, param: str) -> str:
     return value
 
 
-def _image(block: dict[str, Any], param: str) -> ImagePart:
+def _image(block: dict[str, Any], param: str, only: _Only) -> ImagePart | None:
     source = _object(block.get("source"), f"{param}.source")
     kind = source.get("type")
     if kind == "base64":
@@ -88,7 +94,8 @@ def _image(block: dict[str, Any], param: str) -> ImagePart:
         return ImagePart(f"data:{media_type};base64,{_string(source, 'data', f'{param}.source')}")
     if kind == "url":
         return ImagePart(_string(source, "url", f"{param}.source"))
-    raise _unsupported("Image sources must be of type 'base64' or 'url'.", f"{param}.source.type")
+    only.append((f"{param}.source.type", f"Image sources of type {kind!r} are not supported here."))
+    return None
 
 
 def _blocks(value: Any, param: str) -> list[dict[str, Any]]:
@@ -105,22 +112,26 @@ def _blocks(value: Any, param: str) -> list[dict[str, Any]]:
     return value
 
 
-def _part(block: dict[str, Any], param: str) -> ContentPart:
+def _part(block: dict[str, Any], param: str, only: _Only) -> ContentPart | None:
+    """A text or image block; ``None`` for a kind only Anthropic takes
+    (documents, search results, …), noted in ``only``."""
     kind = block["type"]
     if kind == "text":
         return TextPart(_string(block, "text", param))
     if kind == "image":
-        return _image(block, param)
-    raise _unsupported(f"Content blocks of type {kind!r} are not supported here.", f"{param}.type")
+        return _image(block, param, only)
+    only.append((f"{param}.type", f"Content blocks of type {kind!r} are not supported here."))
+    return None
 
 
-def _tool_result(block: dict[str, Any], param: str) -> Message:
+def _parts(blocks: list[dict[str, Any]], param: str, only: _Only) -> list[ContentPart]:
+    return [p for j, b in enumerate(blocks) if (p := _part(b, f"{param}[{j}]", only)) is not None]
+
+
+def _tool_result(block: dict[str, Any], param: str, only: _Only) -> Message:
     call_id = _string(block, "tool_use_id", param)
     content = block.get("content")
-    parts: list[ContentPart] = []
-    if content is not None:
-        for j, inner in enumerate(_blocks(content, f"{param}.content")):
-            parts.append(_part(inner, f"{param}.content[{j}]"))
+    parts = [] if content is None else _parts(_blocks(content, f"{param}.content"), f"{param}.content", only)
     return Message("tool", parts, tool_call_id=call_id)
 
 
@@ -131,7 +142,7 @@ def _tool_use(block: dict[str, Any], param: str) -> ToolCall:
     return ToolCall(_string(block, "id", param), _string(block, "name", param), orjson.dumps(arguments).decode())
 
 
-def _turn(role: str, content: Any, param: str) -> list[Message]:
+def _turn(role: str, content: Any, param: str, only: _Only) -> list[Message]:
     """One Anthropic turn as canonical messages: a user turn's tool results
     first, then its other content; an assistant turn as one message."""
     results: list[Message] = []
@@ -141,19 +152,21 @@ def _turn(role: str, content: Any, param: str) -> list[Message]:
         where = f"{param}[{j}]"
         kind = block["type"]
         if kind == "tool_result" and role == "user":
-            results.append(_tool_result(block, where))
+            results.append(_tool_result(block, where, only))
         elif kind == "tool_use" and role == "assistant":
             calls.append(_tool_use(block, where))
+        elif kind in ("tool_use", "tool_result"):
+            raise _unsupported(f"A {role} turn cannot hold {kind} blocks.", f"{where}.type")
         elif kind in _DROPPED_BLOCKS and role == "assistant":
             continue
-        else:
-            parts.append(_part(block, where))
+        elif (part := _part(block, where, only)) is not None:
+            parts.append(part)
     if role == "assistant":
         return [Message("assistant", parts, calls)] if parts or calls else []
     return [*results, Message("user", parts)] if parts else results
 
 
-def _messages(value: Any, system: Any) -> list[Message]:
+def _messages(value: Any, system: Any, only: _Only) -> list[Message]:
     if value is None:
         missing("messages")
     if not isinstance(value, list):
@@ -162,10 +175,10 @@ def _messages(value: Any, system: Any) -> list[Message]:
         bad_value("messages", "expected a non-empty array.")
     out: list[Message] = []
     if system is not None:
-        parts = [_part(b, f"system[{i}]") for i, b in enumerate(_blocks(system, "system"))]
-        if any(not isinstance(p, TextPart) for p in parts):
+        blocks = _blocks(system, "system")
+        if any(b["type"] != "text" for b in blocks):
             raise _unsupported("The system prompt may contain only text blocks.", "system")
-        out.append(Message("system", parts))
+        out.append(Message("system", _parts(blocks, "system", only)))
     for i, msg in enumerate(value):
         p = f"messages[{i}]"
         msg = _object(msg, p)
@@ -176,11 +189,11 @@ def _messages(value: Any, system: Any) -> list[Message]:
             bad_value(f"{p}.role", "must be 'user' or 'assistant'.")
         if "content" not in msg:
             missing(f"{p}.content")
-        out.extend(_turn(role, msg["content"], f"{p}.content"))
+        out.extend(_turn(role, msg["content"], f"{p}.content", only))
     return out
 
 
-def _tools(value: Any) -> list[Tool] | None:
+def _tools(value: Any, only: _Only) -> list[Tool] | None:
     if value is None:
         return None
     if not isinstance(value, list):
@@ -190,7 +203,8 @@ def _tools(value: Any) -> list[Tool] | None:
         p = f"tools[{i}]"
         t = _object(t, p)
         if t.get("type", "custom") != "custom":
-            raise _unsupported("Only custom tools (name, description, input_schema) are supported.", f"{p}.type")
+            only.append((f"{p}.type", "Only custom tools (name, description, input_schema) are supported here."))
+            continue
         name = _string(t, "name", p)
         schema = t.get("input_schema")
         if schema is None:
@@ -248,9 +262,8 @@ def decode_messages_request(body: Any) -> ChatRequest:
     """Validate an Anthropic ``/v1/messages`` body and make it canonical."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-    for key in body:
-        if key not in _KNOWN_FIELDS and key not in _IGNORED_FIELDS:
-            raise InvalidRequest(f"Unsupported parameter: '{key}'.", code="unsupported_parameter", param=key)
+    only: _Only = [(key, f"Unsupported parameter: '{key}'.") for key in body
+                   if key not in _KNOWN_FIELDS and key not in _IGNORED_FIELDS]
     model = body.get("model")
     if model is None:
         missing("model")
@@ -260,12 +273,12 @@ def decode_messages_request(body: Any) -> ChatRequest:
     if body.get("metadata") is not None:
         user = opt_str(_object(body["metadata"], "metadata"), "user_id", "metadata.user_id")
     tool_choice, parallel = _tool_choice(body.get("tool_choice"))
-    tools = _tools(body.get("tools"))
-    if tool_choice is not None and tool_choice.mode in ("required", "named") and not tools:
+    tools = _tools(body.get("tools"), only)
+    if tool_choice is not None and tool_choice.mode in ("required", "named") and not body.get("tools"):
         raise InvalidRequest("tool_choice requires tools.", code="missing_field", param="tools")
     return ChatRequest(
         model=model,
-        messages=_messages(body.get("messages"), body.get("system")),
+        messages=_messages(body.get("messages"), body.get("system"), only),
         stream=bool(opt_bool(body, "stream")),
         include_usage=True,  # the Messages API always reports usage
         max_tokens=opt_int(body, "max_tokens", 1),
@@ -279,4 +292,5 @@ def decode_messages_request(body: Any) -> ChatRequest:
         response_format=_response_format(body.get("output_config")),
         cache_basis=body,  # what an Anthropic deployment gets, so all of it changes the answer
         anthropic_body=body,
+        anthropic_only=only[0] if only else None,
     )
