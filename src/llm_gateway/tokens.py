@@ -43,8 +43,10 @@ def _utf8_len(text: str) -> int:
 def prompt_upper_bound(req: ChatRequest) -> int:
     """At least as many tokens as the prompt can have, for reservations: a
     byte-level BPE token covers at least one byte, so UTF-8 bytes bound the
-    text; images and per-message framing get generous fixed allowances."""
-    total = 16
+    text; images and per-message framing get generous fixed allowances.
+    Content only an Anthropic deployment reads (documents, …) counts by its
+    JSON bytes."""
+    total = 16 + req.uncarried_bytes
     for m in req.messages:
         total += 8
         for p in m.content:

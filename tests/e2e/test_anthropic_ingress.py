@@ -517,3 +517,17 @@ def test_what_only_anthropic_takes_reaches_claude_and_is_refused_elsewhere(stack
     other = httpx.post(f"{stack.url}/v1/messages", json={**body, "model": "gpt-test"}, headers=headers)
     assert other.status_code == 400
     assert (other.json()["error"]["param"], other.json()["error"]["code"]) == ("tools[0].type", "unsupported_value")
+
+
+@needs_anthropic
+def test_content_only_claude_reads_is_reserved_for(stack: Stack) -> None:
+    """A document is not in the canonical messages, but Anthropic reads it:
+    the reservation must still cover it (its bytes bound its tokens)."""
+    document = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "memo " * 10_000}}
+    body = {"model": "claude-test", "max_tokens": 100, "messages": [
+        {"role": "user", "content": [document, {"type": "text", "text": "summarise"}]}]}
+    _, poor = _funded(stack, "0.03")  # the 50 kB document alone may cost $0.05 at $1 per million tokens
+    refused = httpx.post(f"{stack.url}/v1/messages", json=body, headers={"x-api-key": poor}, timeout=20)
+    assert refused.status_code == 402 and refused.json()["error"]["code"] == "insufficient_quota"
+    _, rich = _funded(stack, "1.00")
+    assert httpx.post(f"{stack.url}/v1/messages", json=body, headers={"x-api-key": rich}, timeout=20).status_code == 200

@@ -74,6 +74,10 @@ class ChatRequest:
     # (param, message) of the first thing in that body only an Anthropic
     # deployment can take; any other refuses the request with it.
     anthropic_only: tuple[str, str] | None = None
+    # Bytes of that body's content the canonical messages do not carry
+    # (documents, earlier thinking, …) but an Anthropic deployment reads:
+    # added to the prompt's upper bound for the reservation.
+    uncarried_bytes: int = 0
 
     @property
     def cache_source(self) -> tuple[str, dict[str, Any] | None]:

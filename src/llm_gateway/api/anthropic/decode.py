@@ -33,6 +33,7 @@ answer that silently ignored it would be wrong.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -63,8 +64,21 @@ _IGNORED_FIELDS = frozenset({
 _DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 
 
-# What only an Anthropic deployment can take, as (param, message) pairs.
-_Only = list[tuple[str, str]]
+@dataclass(slots=True)
+class _Only:
+    """What of a body only an Anthropic deployment can take: (param,
+    message) notes, and the bytes of the content the canonical messages do
+    not carry but that deployment counts as input (the reservation's due)."""
+
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, param: str, message: str, content: Any) -> None:
+        self.notes.append((param, message))
+        self.uncounted(content)
+
+    def uncounted(self, content: Any) -> None:
+        self.size += len(orjson.dumps(content))
 
 
 def _unsupported(message: str, param: str) -> InvalidRequest:
@@ -94,7 +108,7 @@ def _image(block: dict[str, Any], param: str, only: _Only) -> ImagePart | None:
         return ImagePart(f"data:{media_type};base64,{_string(source, 'data', f'{param}.source')}")
     if kind == "url":
         return ImagePart(_string(source, "url", f"{param}.source"))
-    only.append((f"{param}.source.type", f"Image sources of type {kind!r} are not supported here."))
+    only.add(f"{param}.source.type", f"Image sources of type {kind!r} are not supported here.", block)
     return None
 
 
@@ -120,7 +134,7 @@ def _part(block: dict[str, Any], param: str, only: _Only) -> ContentPart | None:
         return TextPart(_string(block, "text", param))
     if kind == "image":
         return _image(block, param, only)
-    only.append((f"{param}.type", f"Content blocks of type {kind!r} are not supported here."))
+    only.add(f"{param}.type", f"Content blocks of type {kind!r} are not supported here.", block)
     return None
 
 
@@ -158,7 +172,7 @@ def _turn(role: str, content: Any, param: str, only: _Only) -> list[Message]:
         elif kind in ("tool_use", "tool_result"):
             raise _unsupported(f"A {role} turn cannot hold {kind} blocks.", f"{where}.type")
         elif kind in _DROPPED_BLOCKS and role == "assistant":
-            continue
+            only.uncounted(block)  # dropped for other providers, read by Anthropic
         elif (part := _part(block, where, only)) is not None:
             parts.append(part)
     if role == "assistant":
@@ -203,7 +217,7 @@ def _tools(value: Any, only: _Only) -> list[Tool] | None:
         p = f"tools[{i}]"
         t = _object(t, p)
         if t.get("type", "custom") != "custom":
-            only.append((f"{p}.type", "Only custom tools (name, description, input_schema) are supported here."))
+            only.add(f"{p}.type", "Only custom tools (name, description, input_schema) are supported here.", t)
             continue
         name = _string(t, "name", p)
         schema = t.get("input_schema")
@@ -262,8 +276,10 @@ def decode_messages_request(body: Any) -> ChatRequest:
     """Validate an Anthropic ``/v1/messages`` body and make it canonical."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-    only: _Only = [(key, f"Unsupported parameter: '{key}'.") for key in body
-                   if key not in _KNOWN_FIELDS and key not in _IGNORED_FIELDS]
+    only = _Only()
+    for key in body:
+        if key not in _KNOWN_FIELDS and key not in _IGNORED_FIELDS:
+            only.add(key, f"Unsupported parameter: '{key}'.", body[key])
     model = body.get("model")
     if model is None:
         missing("model")
@@ -292,5 +308,6 @@ def decode_messages_request(body: Any) -> ChatRequest:
         response_format=_response_format(body.get("output_config")),
         cache_basis=body,  # what an Anthropic deployment gets, so all of it changes the answer
         anthropic_body=body,
-        anthropic_only=only[0] if only else None,
+        anthropic_only=only.notes[0] if only.notes else None,
+        uncarried_bytes=only.size,
     )
