@@ -37,7 +37,7 @@ from llm_gateway.billing.ledger import Hold, Ledger
 from llm_gateway.billing.pricing import cost_usd, max_cost_usd
 from llm_gateway.billing.usage import UsageEvent, UsageWriter
 from llm_gateway.cache import Entry, ResponseCache, StreamAssembler, cache_key, replay_chunks
-from llm_gateway.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamRejected
+from llm_gateway.errors import GatewayError, InvalidRequest, UpstreamError
 from llm_gateway.limits import Admission, Limiter
 from llm_gateway.observability.observer import Observer
 from llm_gateway.providers.base import (
@@ -423,26 +423,6 @@ class Pipeline:
             if completed and assembler is not None and call.usage is not None and call.deployment is not None:
                 self._store(call, assembler.entry(call.deployment, call.usage))
             self.finish(call, call.status)
-
-    # ------------------------------------------------------- token count
-
-    async def count_tokens(self, req: ChatRequest, model: ModelSettings, request_id: str) -> tuple[int, bool]:
-        """The request's input tokens and whether the count is exact: the
-        first of the model's deployments that can count (an Anthropic one)
-        does, else — or when it fails — the gateway's own estimate. Free,
-        and outside the rate limits: clients call it before each turn."""
-        for route in self.router.routes(model):
-            counter = getattr(route.provider, "count_tokens", None)
-            if counter is None:
-                continue
-            try:
-                return await counter(req, route.target, request_id), True
-            except UpstreamRejected:
-                raise  # the provider's verdict on the request itself
-            except GatewayError as exc:
-                log.info("token count on %s failed (%s); answering the estimate", route.label, type(exc).__name__)
-            break
-        return estimate_prompt(req), False
 
     # --------------------------------------------------------- embeddings
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -51,6 +52,17 @@ def books(database_url: str, user_id: str) -> Books:
         )
 
     return asyncio.run(run())
+
+
+def settled(database_url: str, user_id: str, timeout_s: float = 5.0) -> Books:
+    """The user's books once no request holds money any more (settlements
+    run in the background), or as they are after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        b = books(database_url, user_id)
+        if (b.open_holds == 0 and b.reserved == 0) or time.monotonic() > deadline:
+            return b
+        time.sleep(0.05)
 
 
 def credit(database_url: str, user_id: str, amount: str) -> None:

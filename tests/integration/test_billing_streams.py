@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import AUTH, Stack, running_stack
 from tests.databases import database
-from tests.integration.money import books, credit
+from tests.integration.money import credit, settled
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -32,15 +32,6 @@ def _funded_key(stack: Stack, amount: str = "5") -> tuple[str, str]:
     return user.json()["id"], key.json()["key"]
 
 
-def _settled(stack: Stack, user_id: str) -> Any:
-    deadline = time.monotonic() + 5
-    while True:
-        b = books(stack.database_url, user_id)
-        if b.open_holds == 0 or time.monotonic() > deadline:
-            return b
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("include_usage", [True, False])
 def test_stream_charged_from_provider_usage(money_stack: Stack, include_usage: bool) -> None:
     user_id, key = _funded_key(money_stack)
@@ -54,7 +45,7 @@ def test_stream_charged_from_provider_usage(money_stack: Stack, include_usage: b
     chunks = list(raw.parse())
     assert any(c.choices and c.choices[0].finish_reason == "stop" for c in chunks)
     assert (chunks[-1].usage is not None) == include_usage
-    b = _settled(money_stack, user_id)
+    b = settled(money_stack.database_url, user_id)
     # The stream cost exactly what the same request cost without streaming.
     assert b.charges[raw.headers["x-request-id"]] == Decimal(whole.headers["x-gateway-cost-usd"])
     assert b.balance == b.ledger_sum and b.reserved == 0
@@ -74,7 +65,7 @@ def test_stream_cut_by_client_is_charged_for_what_was_produced(money_stack: Stac
                 seen += 1
             if seen == 5:
                 break
-    b = _settled(money_stack, user_id)
+    b = settled(money_stack.database_url, user_id)
     assert b.open_holds == 0 and b.reserved == 0
     charged = b.charges[request_id]
     # Prompt (~4 tokens at 0.001) plus at least the 5 chunks seen (at 0.002 each), far below the hold.
@@ -88,7 +79,7 @@ def test_stream_failing_before_first_byte_is_not_charged(money_stack: Stack) -> 
     resp = httpx.post(f"{money_stack.url}/v1/chat/completions", json=body,
                       headers={"authorization": f"Bearer {key}"}, timeout=10)
     assert resp.status_code == 502
-    b = _settled(money_stack, user_id)
+    b = settled(money_stack.database_url, user_id)
     assert b.charges == {} and b.balance == Decimal(5) and b.reserved == 0
 
 

@@ -29,7 +29,7 @@ from tests.databases import database, redis_url
 from tests.fakes import openai_server
 from tests.fakes.server import LiveServer, free_port, serve_in_thread
 from tests.integration import paced_upstream
-from tests.integration.money import Books, books
+from tests.integration.money import settled
 from tests.integration.topology import (
     Instance,
     Nginx,
@@ -129,15 +129,6 @@ def _user(t: Topology, credit_usd: str = "0", **fields: Any) -> tuple[str, str]:
     key = httpx.post(f"{t.url}/admin/users/{user_id}/keys", json={"name": "d"}, headers=AUTH, timeout=10)
     assert key.status_code == 201, key.text
     return user_id, key.json()["key"]
-
-
-def _settled(t: Topology, user_id: str) -> Books:
-    deadline = time.monotonic() + 10
-    while True:
-        b = books(t.database_url, user_id)
-        if (b.open_holds == 0 and b.reserved == 0) or time.monotonic() > deadline:
-            return b
-        time.sleep(0.05)
 
 
 def _burst(t: Topology, key: str, count: int) -> list[tuple[int, Any]]:
@@ -278,7 +269,7 @@ def test_billing_is_exact_under_concurrent_load(topology: Topology) -> None:
 
     with ThreadPoolExecutor(16) as pool:
         sent = list(pool.map(call, range(90)))
-    b = _settled(topology, user_id)
+    b = settled(topology.database_url, user_id, 10)
     assert len(b.charges) == 90 and set(b.charges) == {rid for rid, _ in sent}
     for rid, cost in sent:
         if cost is not None:
@@ -364,7 +355,7 @@ def test_sigterm_lets_a_stream_finish_and_charges_it(topology: Topology) -> None
     assert "".join(text) == "".join(f"w{i} " for i in range(30))
     assert rest[-1].usage is not None and rest[-1].usage.completion_tokens == 30
     assert exit_status == [0]
-    b = _settled(topology, user_id)
+    b = settled(topology.database_url, user_id, 10)
     # The prompt's 7 tokens and the 30 streamed, at 1000 and 2000 USD per million.
     assert b.charges[request_id] == Decimal("0.067")
     assert b.balance == b.ledger_sum and b.reserved == 0

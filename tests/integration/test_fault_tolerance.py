@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import MASTER_KEY
 from tests.integration.faults import ANSWER_COST, QUICK, FaultyStack, faulty_gateway, funded_key, model
-from tests.integration.money import Books, books
+from tests.integration.money import settled
 
 ROUTING = {"retries": 2, "backoff_base_s": 0.01, "max_retry_wait_s": 2,
            # The breaker has tests of its own (test_fault_tolerance_breaker.py); here it stays closed.
@@ -75,15 +75,6 @@ def _client(stack: FaultyStack, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{stack.url}/v1", api_key=key, max_retries=0, timeout=20)
 
 
-def _settled(stack: FaultyStack, user_id: str) -> Books:
-    deadline = time.monotonic() + 5
-    while True:
-        b = books(stack.database_url, user_id)
-        if b.open_holds == 0 or time.monotonic() > deadline:
-            return b
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def http() -> Iterator[httpx.Client]:
     """One keep-alive client (a new one per request costs more than the request)."""
@@ -111,7 +102,7 @@ def test_first_failures_are_retried_to_a_success_charged_once(
     assert stack.calls(name) == 3
     assert raw.headers["x-gateway-deployment"] == f"up-quick/{name}"
     assert Decimal(raw.headers["x-gateway-cost-usd"]) == Decimal(ANSWER_COST)
-    b = _settled(stack, user_id)
+    b = settled(stack.database_url, user_id)
     assert b.charges[raw.headers["x-request-id"]] == Decimal(ANSWER_COST)
     assert b.balance == b.ledger_sum
 
@@ -131,7 +122,7 @@ def test_a_stream_failing_before_its_first_byte_is_retried(
     assert text == f"served by {name} ok done "
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 15
     assert stack.calls(name) == 3
-    b = _settled(stack, user_id)
+    b = settled(stack.database_url, user_id)
     assert b.charges[raw.headers["x-request-id"]] == Decimal(ANSWER_COST)
 
 
@@ -149,7 +140,7 @@ def test_a_request_error_is_not_retried_and_not_charged(
     resp = _post(http, stack, key, {"model": "reject", "messages": USER})
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "context_length_exceeded"
     assert stack.calls("reject") == 1
-    assert resp.headers["x-request-id"] not in _settled(stack, user_id).charges
+    assert resp.headers["x-request-id"] not in settled(stack.database_url, user_id).charges
 
 
 @pytest.mark.parametrize(("name", "failure", "status", "code"), [
@@ -170,7 +161,7 @@ def test_when_every_attempt_fails_the_client_gets_the_last_error(
         assert int(resp.headers["retry-after"]) >= 1
     if failure == "hang":  # three attempts of QUICK each, not the upstream's 5 s hang
         assert time.monotonic() - started < 4
-    b = _settled(stack, user_id)
+    b = settled(stack.database_url, user_id)
     assert resp.headers["x-request-id"] not in b.charges and b.reserved == 0
 
 
@@ -209,7 +200,7 @@ def test_a_stream_that_goes_silent_ends_with_a_timeout_event_and_is_not_retried(
     assert json.loads(frames[-1][6:])["error"]["code"] == "upstream_timeout"
     assert time.monotonic() - started < 3
     assert stack.calls("stalls") == 1, "never retried once the first byte has gone"
-    b = _settled(stack, user_id)
+    b = settled(stack.database_url, user_id)
     # Charged once, for what was produced: far less than a whole answer's hold.
     assert 0 < b.charges[resp.headers["x-request-id"]] < Decimal("0.05")
 
@@ -277,7 +268,7 @@ def test_fallback_serves_and_is_what_is_charged(stack: FaultyStack, user: tuple[
     assert stack.calls("main-down") - before == 3, "the model's own attempts come first"
     # The fallback's prices: 10 × 3000 + 5 × 6000 per million tokens.
     assert Decimal(raw.headers["x-gateway-cost-usd"]) == Decimal("0.06")
-    b = _settled(stack, user_id)
+    b = settled(stack.database_url, user_id)
     assert b.charges[raw.headers["x-request-id"]] == Decimal("0.06")
     assert b.balance == b.ledger_sum and b.reserved == 0
 
@@ -329,7 +320,7 @@ def test_one_deployment_failing_half_the_time_costs_the_clients_nothing(stack: F
     ok = [r for r in responses if r.status_code == 200]
     assert len(ok) >= 999, Counter(r.status_code for r in responses)
     assert stack.fake.state.failures["flaky"] > 100, "the flaky deployment did fail"
-    b = _settled(stack, user_id)
+    b = settled(stack.database_url, user_id)
     # books() refuses a request charged twice; every success charged exactly its header, failures nothing.
     assert len(b.charges) == len(ok)
     for r in ok:

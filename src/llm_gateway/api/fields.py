@@ -61,3 +61,14 @@ def opt_str(body: dict[str, Any], key: str, param: str | None = None) -> str | N
     if not isinstance(v, str):
         bad_type(param or key, "a string")
     return v
+
+
+def nonempty_list(value: Any, param: str) -> list[Any]:
+    """A required, non-empty JSON array."""
+    if value is None:
+        missing(param)
+    if not isinstance(value, list):
+        bad_type(param, "an array")
+    if not value:
+        bad_value(param, "expected a non-empty array.")
+    return value

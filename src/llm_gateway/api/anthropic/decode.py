@@ -38,7 +38,16 @@ from typing import Any
 
 import orjson
 
-from llm_gateway.api.fields import bad_type, bad_value, missing, opt_bool, opt_int, opt_number, opt_str
+from llm_gateway.api.fields import (
+    bad_type,
+    bad_value,
+    missing,
+    nonempty_list,
+    opt_bool,
+    opt_int,
+    opt_number,
+    opt_str,
+)
 from llm_gateway.errors import InvalidRequest
 from llm_gateway.types import (
     ChatRequest,
@@ -181,12 +190,7 @@ def _turn(role: str, content: Any, param: str, only: _Only) -> list[Message]:
 
 
 def _messages(value: Any, system: Any, only: _Only) -> list[Message]:
-    if value is None:
-        missing("messages")
-    if not isinstance(value, list):
-        bad_type("messages", "an array")
-    if not value:
-        bad_value("messages", "expected a non-empty array.")
+    value = nonempty_list(value, "messages")
     out: list[Message] = []
     if system is not None:
         blocks = _blocks(system, "system")

@@ -12,6 +12,7 @@ byte for byte (passthrough, see ``providers/anthropic/adapter.py``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import orjson
@@ -20,13 +21,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from llm_gateway.api.anthropic.decode import decode_messages_request
-from llm_gateway.api.anthropic.encode import MessageStreamEncoder, encode_message, error_body, message_id
+from llm_gateway.api.anthropic.encode import MessageStreamEncoder, encode_message, error_body
 from llm_gateway.api.auth import authenticate
 from llm_gateway.api.calls import ChatDialect, chat_endpoint, gateway
 from llm_gateway.api.responses import JSONBytes, read_json, request_id
-from llm_gateway.errors import GatewayError
+from llm_gateway.errors import GatewayError, UpstreamRejected
 from llm_gateway.providers.base import ChatResult, ChunkOrEvent, RawEvent, RawMessage
+from llm_gateway.settings import ModelSettings
+from llm_gateway.state import GatewayState
+from llm_gateway.tokens import estimate_prompt
 from llm_gateway.types import ChatRequest
+
+log = logging.getLogger("llm_gateway.messages")
 
 
 def _body(result: ChatResult, req: ChatRequest, rid: str) -> bytes:
@@ -39,7 +45,7 @@ async def _sse(events: AsyncIterator[ChunkOrEvent], req: ChatRequest, rid: str, 
     """Anthropic SSE: an Anthropic deployment's own events as they came, or
     the encoding of any other's; an error after the first byte becomes one
     ``error`` event and the stream ends without ``message_stop``."""
-    encoder = MessageStreamEncoder(message_id("", rid), model)
+    encoder = MessageStreamEncoder(f"msg_{rid}", model)
     try:
         first = await anext(events)
         if isinstance(first, RawEvent):
@@ -67,6 +73,24 @@ def _headers(req: ChatRequest, request: Request) -> None:
 messages = chat_endpoint(ChatDialect("messages", decode_messages_request, _sse, _body, error_body, _headers))
 
 
+async def _count(gw: GatewayState, req: ChatRequest, model: ModelSettings, rid: str) -> tuple[int, bool]:
+    """The request's input tokens and whether the count is exact: the first
+    of the model's deployments that can count (an Anthropic one) does, else —
+    or when it fails — the gateway's own estimate."""
+    for route in gw.router.routes(model):
+        counter = getattr(route.provider, "count_tokens", None)
+        if counter is None:
+            continue
+        try:
+            return await counter(req, route.target, rid), True
+        except UpstreamRejected:
+            raise  # the provider's verdict on the request itself
+        except GatewayError as exc:
+            log.info("token count on %s failed (%s); answering the estimate", route.label, type(exc).__name__)
+        break
+    return estimate_prompt(req), False
+
+
 async def count_tokens(request: Request) -> Response:
     """``POST /v1/messages/count_tokens`` (``?beta=true`` too, as Claude Code
     calls it): ``{"input_tokens": n}``, counted by the model's Anthropic
@@ -81,7 +105,7 @@ async def count_tokens(request: Request) -> Response:
         _headers(req, request)
         model = gw.router.resolve(req.model)
         principal.check_model(model.name)
-        count, exact = await gw.pipeline.count_tokens(req, model, rid)
+        count, exact = await _count(gw, req, model, rid)
     except GatewayError as exc:
         return JSONBytes(error_body(exc), status_code=exc.status_code, headers=exc.response_headers() | headers)
     headers["x-gateway-token-count"] = "exact" if exact else "estimate"

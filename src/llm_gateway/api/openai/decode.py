@@ -12,6 +12,7 @@ from typing import Any, Literal
 from llm_gateway.api.fields import bad_type as _bad_type
 from llm_gateway.api.fields import bad_value as _bad_value
 from llm_gateway.api.fields import missing as _missing
+from llm_gateway.api.fields import nonempty_list
 from llm_gateway.api.fields import opt_bool as _opt_bool
 from llm_gateway.api.fields import opt_int as _opt_int
 from llm_gateway.api.fields import opt_number as _opt_number
@@ -100,12 +101,7 @@ def _tool_calls(value: Any, param: str) -> list[ToolCall]:
 
 
 def _messages(value: Any) -> list[Message]:
-    if value is None:
-        _missing("messages")
-    if not isinstance(value, list):
-        _bad_type("messages", "an array")
-    if not value:
-        _bad_value("messages", "expected a non-empty array.")
+    value = nonempty_list(value, "messages")
     out: list[Message] = []
     for i, msg in enumerate(value):
         p = f"messages[{i}]"

@@ -14,7 +14,8 @@ read only for usage and, for the cache, its canonical events.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import aiohttp
@@ -23,7 +24,7 @@ from llm_gateway.errors import InvalidRequest, UpstreamError
 from llm_gateway.providers.anthropic import from_wire, to_wire
 from llm_gateway.providers.anthropic.stream import StreamDecoder
 from llm_gateway.providers.base import RawEvent, RawMessage, Target
-from llm_gateway.providers.http import Upstream, finish, iter_sse, load_json, transport_errors
+from llm_gateway.providers.http import SSEEvent, Upstream, finish, iter_sse, load_json, transport_errors
 from llm_gateway.settings import ProviderSettings
 from llm_gateway.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamEvent
 
@@ -84,34 +85,36 @@ class AnthropicProvider:
             return None
         return {self._beta_key: f"{self._beta},{req.anthropic_beta}" if self._beta else req.anthropic_beta}
 
-    async def _events(
+    async def _decoded(
         self, resp: aiohttp.ClientResponse, decoder: StreamDecoder
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[tuple[SSEEvent, list[StreamEvent]], None]:
+        """Each upstream event with its canonical events, until ``message_stop``;
+        an ``error`` event, or a body that ends early, raises."""
         try:
             with transport_errors(self.name):
                 async for event in iter_sse(resp.content):
-                    for ev in decoder.feed(load_json(event.data, self.name)):
-                        yield ev
+                    yield event, decoder.feed(load_json(event.data, self.name))
                     if decoder.done:
                         break
             decoder.close()
         finally:
             finish(resp, decoder.done)
 
+    # (``aclosing``: closing the outer stream, as a client hanging up does,
+    # closes the upstream response at once, not when the inner one is collected.)
+    async def _events(self, resp: aiohttp.ClientResponse, decoder: StreamDecoder) -> AsyncIterator[StreamEvent]:
+        async with aclosing(self._decoded(resp, decoder)) as decoded:
+            async for _, events in decoded:
+                for ev in events:
+                    yield ev
+
     async def _frames(self, resp: aiohttp.ClientResponse, decoder: StreamDecoder) -> AsyncIterator[RawEvent]:
-        """The upstream's events as they came, each with its canonical events;
-        an ``error`` event raises (the client gets the gateway's own)."""
-        try:
-            with transport_errors(self.name):
-                async for event in iter_sse(resp.content):
-                    events = decoder.feed(load_json(event.data, self.name))
-                    name = (event.event or "message").encode()
-                    yield RawEvent(b"event: " + name + b"\ndata: " + event.data + b"\n\n", events)
-                    if decoder.done:
-                        break
-            decoder.close()
-        finally:
-            finish(resp, decoder.done)
+        """The upstream's events as they came, each with its canonical events
+        (the client gets the gateway's own error event, not Anthropic's)."""
+        async with aclosing(self._decoded(resp, decoder)) as decoded:
+            async for event, events in decoded:
+                name = (event.event or "message").encode()
+                yield RawEvent(b"event: " + name + b"\ndata: " + event.data + b"\n\n", events)
 
     async def count_tokens(self, req: ChatRequest, target: Target, request_id: str) -> int:
         """Anthropic's own count of the request's input tokens
