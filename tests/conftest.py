@@ -19,7 +19,6 @@ from tests.databases import database
 from tests.fakes import openai_server
 from tests.fakes.server import LiveServer, serve_in_thread
 
-WIRE = Path(__file__).resolve().parents[2] / "shared" / "provider-wire"
 MASTER_KEY = "gw-test-master-key-0123456789abcdefghijklmnop"
 AUTH = {"authorization": f"Bearer {MASTER_KEY}"}
 

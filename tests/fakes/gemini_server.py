@@ -1,5 +1,5 @@
-"""A fake Gemini API upstream speaking the real wire format (see
-/work/shared/provider-wire/gemini/), for adapter and end-to-end tests.
+"""A fake Gemini API upstream speaking the real wire format (see the
+recordings in tests/fixtures/wire/gemini/), for adapter and end-to-end tests.
 
 ``create_app(api_key=...)`` returns a Starlette app; ``app.state.requests``
 records every request as ``{"method", "path", "query", "headers", "body"}``.

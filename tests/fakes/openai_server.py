@@ -16,7 +16,6 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,7 +23,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-WIRE = Path(__file__).resolve().parents[3] / "shared" / "provider-wire" / "openai"
+from tests import fixtures
+
+WIRE = fixtures.WIRE / "openai"
 API_KEY = "sk-test-openai"
 
 _ERRORS = {

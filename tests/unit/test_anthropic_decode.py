@@ -1,14 +1,12 @@
 """Anthropic responses and SSE streams → canonical, from the recorded
-fixtures in provider-wire/anthropic. Streams go through the gateway's own SSE
+fixtures in tests/fixtures/wire/anthropic. Streams go through the gateway's own SSE
 reader line by line, then the per-request decoder."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +16,9 @@ from llm_gateway.providers.anthropic.from_wire import chat_response, finish_reas
 from llm_gateway.providers.anthropic.stream import StreamDecoder
 from llm_gateway.providers.http import iter_sse
 from llm_gateway.types import FinishDelta, StreamEvent, TextDelta, ToolCallDelta, Usage, UsageDelta
+from tests import fixtures
 
-WIRE = Path(os.environ.get("PROVIDER_WIRE_DIR", "/work/shared/provider-wire")) / "anthropic"
-needs_fixtures = pytest.mark.skipif(not WIRE.is_dir(), reason=f"provider-wire fixtures not found at {WIRE}")
+WIRE = fixtures.WIRE / "anthropic"
 
 
 def fixture(name: str) -> Any:
@@ -80,7 +78,6 @@ def tail(events: list[StreamEvent]) -> tuple[str, Usage]:
 # --- non-streaming responses -------------------------------------------------------------------------
 
 
-@needs_fixtures
 def test_text_response() -> None:
     resp = chat_response(fixture("messages-response-text.json"), created=123)
     assert resp.id == "msg_01GJyhkguJrrqMbZNzEybYFL"
@@ -93,7 +90,6 @@ def test_text_response() -> None:
     assert resp.usage == Usage(input_tokens=760, output_tokens=63, cached_input_tokens=0)
 
 
-@needs_fixtures
 def test_tool_use_response() -> None:
     resp = chat_response(fixture("messages-response-tool-use.json"), created=0)
     [choice] = resp.choices
@@ -105,7 +101,6 @@ def test_tool_use_response() -> None:
     assert resp.usage == Usage(656, 74, 0)
 
 
-@needs_fixtures
 def test_parallel_tool_use_response_keeps_text_and_order() -> None:
     resp = chat_response(fixture("messages-response-parallel-tool-use.json"), created=0)
     [choice] = resp.choices
@@ -116,20 +111,17 @@ def test_parallel_tool_use_response_keeps_text_and_order() -> None:
     assert resp.usage == Usage(423, 202, 0)
 
 
-@needs_fixtures
 def test_cache_usage_counts_reads_and_writes_as_input() -> None:
     resp = chat_response(fixture("messages-response-cache-usage.json"), created=0)
     assert resp.usage == Usage(input_tokens=3 + 418 + 1111, output_tokens=33, cached_input_tokens=1111)
 
 
-@needs_fixtures
 def test_minimal_docs_response() -> None:
     resp = chat_response(fixture("messages-response-minimal.docs.json"), created=0)
     assert resp.choices[0].text == "Hi! My name is Claude."
     assert resp.usage == Usage(2095, 503, 0)
 
 
-@needs_fixtures
 def test_json_tool_answer_becomes_text_content() -> None:
     data = fixture("messages-response-tool-use.json")
     resp = chat_response(data, created=0, json_tool="get_weather")
@@ -169,7 +161,6 @@ def test_unexpected_body_is_an_upstream_error(data: Any) -> None:
 # --- streams -----------------------------------------------------------------------------------------
 
 
-@needs_fixtures
 def test_stream_text() -> None:
     events = decode_file("messages-stream-text.sse.txt")
     assert text_of(events) == (
@@ -181,21 +172,18 @@ def test_stream_text() -> None:
     assert tail(events) == ("stop", Usage(770, 38, 0))
 
 
-@needs_fixtures
 def test_stream_basic_with_padded_events() -> None:
     events = decode_file("messages-stream-basic.sse.txt")
     assert text_of(events) == "2"
     assert tail(events) == ("stop", Usage(20, 5, 0))
 
 
-@needs_fixtures
 def test_stream_basic_docs() -> None:
     events = decode_file("messages-stream-basic.docs.sse.txt")
     assert text_of(events) == "Hello!"
     assert tail(events) == ("stop", Usage(25, 15, 0))
 
 
-@needs_fixtures
 def test_stream_tool_use() -> None:
     events = decode_file("messages-stream-tool-use.sse.txt")
     calls = tool_calls(events)
@@ -209,7 +197,6 @@ def test_stream_tool_use() -> None:
     assert tail(events) == ("tool_calls", Usage(656, 74, 0))
 
 
-@needs_fixtures
 def test_stream_text_then_tool_use_counts_tool_calls_not_blocks() -> None:
     events = decode_file("messages-stream-text-then-tool-use.sse.txt")
     assert text_of(events) == "I'll check the current weather in Paris for you."
@@ -220,7 +207,6 @@ def test_stream_text_then_tool_use_counts_tool_calls_not_blocks() -> None:
     assert tail(events) == ("tool_calls", Usage(377, 65, 0))
 
 
-@needs_fixtures
 def test_stream_tool_use_docs() -> None:
     events = decode_file("messages-stream-tool-use.docs.sse.txt")
     assert text_of(events) == "Okay, let's check the weather for San Francisco, CA:"
@@ -230,7 +216,6 @@ def test_stream_tool_use_docs() -> None:
     assert tail(events) == ("tool_calls", Usage(472, 89, 0))
 
 
-@needs_fixtures
 def test_stream_max_tokens_inside_tool_input() -> None:
     events = decode_file("messages-stream-max-tokens-partial-json.sse.txt")
     calls = tool_calls(events)
@@ -240,14 +225,12 @@ def test_stream_max_tokens_inside_tool_input() -> None:
     assert tail(events) == ("length", Usage(450, 124, 0))
 
 
-@needs_fixtures
 def test_stream_thinking_is_left_out() -> None:
     events = decode_file("messages-stream-thinking.docs.sse.txt")
     assert text_of(events) == "27 * 453 = 12,231"
     assert tail(events) == ("stop", Usage())
 
 
-@needs_fixtures
 def test_stream_json_tool_becomes_text() -> None:
     events = decode_file("messages-stream-tool-use.sse.txt", json_tool="get_weather")
     assert not any(isinstance(e, ToolCallDelta) for e in events)
@@ -255,7 +238,6 @@ def test_stream_json_tool_becomes_text() -> None:
     assert tail(events)[0] == "stop"
 
 
-@needs_fixtures
 def test_stream_error_event_is_raised() -> None:
     payloads = sse_payloads((WIRE / "messages-stream-error-event.docs.sse.txt").read_bytes())
     with pytest.raises(UpstreamError) as exc:
@@ -265,7 +247,6 @@ def test_stream_error_event_is_raised() -> None:
     assert "overloaded_error" in exc.value.message
 
 
-@needs_fixtures
 def test_stream_error_event_after_text() -> None:
     payloads = sse_payloads((WIRE / "messages-stream-text.sse.txt").read_bytes())[:4]
     payloads.append({"type": "error", "error": {"type": "api_error", "message": "Internal server error"}})
@@ -296,7 +277,6 @@ def test_stream_error_event_mapping(kind: str, status: int, cls: type[Exception]
         assert "sk-ant" not in str(err)
 
 
-@needs_fixtures
 def test_stream_without_message_stop_fails() -> None:
     payloads = sse_payloads((WIRE / "messages-stream-text.sse.txt").read_bytes())
     assert payloads[-1]["type"] == "message_stop"

@@ -1,13 +1,11 @@
 """The ``/v1/messages`` dialect's translators, against the recorded Messages
-API examples in provider-wire/anthropic: requests decode into canonical form
+API examples in tests/fixtures/wire/anthropic: requests decode into canonical form
 (and, sent on to an Anthropic deployment, come out as they went in); answers
 encode into Anthropic's message and event-stream shapes."""
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -32,9 +30,9 @@ from llm_gateway.types import (
     Usage,
     UsageDelta,
 )
+from tests import fixtures
 
-WIRE = Path(os.environ.get("PROVIDER_WIRE_DIR", "/work/shared/provider-wire")) / "anthropic"
-pytestmark = pytest.mark.skipif(not WIRE.is_dir(), reason=f"provider-wire fixtures not found at {WIRE}")
+WIRE = fixtures.WIRE / "anthropic"
 
 
 def fixture(name: str) -> Any:

@@ -1,13 +1,11 @@
 """Canonical requests → Anthropic Messages bodies, checked against the
-recorded request shapes in provider-wire/anthropic, and the 400s for what
+recorded request shapes in tests/fixtures/wire/anthropic, and the 400s for what
 Anthropic cannot do."""
 
 from __future__ import annotations
 
 import copy
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,9 +23,9 @@ from llm_gateway.types import (
     ToolCall,
     ToolChoice,
 )
+from tests import fixtures
 
-WIRE = Path(os.environ.get("PROVIDER_WIRE_DIR", "/work/shared/provider-wire")) / "anthropic"
-needs_fixtures = pytest.mark.skipif(not WIRE.is_dir(), reason=f"provider-wire fixtures not found at {WIRE}")
+WIRE = fixtures.WIRE / "anthropic"
 
 
 def fixture(name: str) -> Any:
@@ -77,26 +75,22 @@ WEATHER = Tool("get_weather", "Lookup the weather for a given city in either cel
                WEATHER_SCHEMA)
 
 
-@needs_fixtures
 def test_minimal_request_matches_docs_example() -> None:
     req = ChatRequest("claude-sonnet-4-20250514", [user("Hello, world")], max_tokens=1024)
     assert body(req) == fixture("messages-request-minimal.docs.json")
 
 
-@needs_fixtures
 def test_tools_request_matches_recorded_body() -> None:
     req = ChatRequest("claude-haiku-4-5", [user("What is the weather in SF?")], max_tokens=1024, tools=[WEATHER])
     assert body(req) == fixture("messages-request-tools.json")
 
 
-@needs_fixtures
 def test_stream_tools_request_matches_recorded_body() -> None:
     req = ChatRequest("claude-haiku-4-5", [user("What is the weather in SF?")], stream=True,
                       max_tokens=1024, tools=[WEATHER])
     assert body(req) == fixture("messages-stream-request-tools.json")
 
 
-@needs_fixtures
 def test_tool_result_conversation_matches_recorded_body() -> None:
     call = ToolCall("toolu_01A9HHF5Ezy3oBrKmSgfASm9", "get_weather",
                     '{"location": "San Francisco, CA", "units": "f"}')
@@ -110,7 +104,6 @@ def test_tool_result_conversation_matches_recorded_body() -> None:
     assert body(req) == expected
 
 
-@needs_fixtures
 def test_parallel_tool_results_share_one_user_turn() -> None:
     recorded = fixture("messages-request-parallel-tool-results.json")
     names = ["Alice", "Bob", "Charlie", "Daisy"]
@@ -130,7 +123,6 @@ def test_parallel_tool_results_share_one_user_turn() -> None:
     assert body(req) == expected
 
 
-@needs_fixtures
 def test_full_request_fields_match_assembled_example() -> None:
     recorded = fixture("messages-request-full.assembled.json")
     tool = recorded["tools"][0]

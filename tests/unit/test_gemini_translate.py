@@ -1,4 +1,4 @@
-"""Gemini translation from the recorded wire examples in provider-wire/gemini."""
+"""Gemini translation from the recorded wire examples in tests/fixtures/wire/gemini."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import base64
 import struct
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -35,8 +34,9 @@ from llm_gateway.types import (
     Usage,
     UsageDelta,
 )
+from tests import fixtures
 
-WIRE = Path("/work/shared/provider-wire/gemini")
+WIRE = fixtures.WIRE / "gemini"
 
 
 def load(name: str) -> Any:

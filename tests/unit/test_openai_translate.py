@@ -1,11 +1,10 @@
 """The OpenAI dialect: decoding client requests, encoding responses and
-chunks, and reading the upstream wire format — from ../shared/provider-wire."""
+chunks, and reading the upstream wire format — from tests/fixtures/wire/openai."""
 
 from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,9 +23,10 @@ from llm_gateway.types import (
     Usage,
     UsageDelta,
 )
+from tests import fixtures
 from tests.openapi import validate
 
-WIRE = Path(__file__).resolve().parents[3] / "shared" / "provider-wire" / "openai"
+WIRE = fixtures.WIRE / "openai"
 
 
 def wire(name: str) -> Any:
@@ -69,7 +69,7 @@ def test_decode_tool_choice_named_and_images() -> None:
 
 
 def test_decode_every_fixture_request() -> None:
-    for path in sorted(WIRE.glob("chat-request-*.json")):
+    for path in fixtures.wire_files("openai", "chat-request-*.json"):
         req = decode_chat_request(json.loads(path.read_text()))
         assert req.messages, path.name
 
@@ -123,7 +123,7 @@ def test_response_round_trip_fits_schema(name: str) -> None:
     assert encoded["usage"]["prompt_tokens"] == data["usage"]["prompt_tokens"]
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in WIRE.glob("chat-stream-*.sse.txt")))
+@pytest.mark.parametrize("name", [p.name for p in fixtures.wire_files("openai", "chat-stream-*.sse.txt")])
 def test_stream_fixture_to_canonical_and_back(name: str) -> None:
     events = [e for p in sse_payloads(name) for e in from_wire.chunk_events(orjson.loads(p))]
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
