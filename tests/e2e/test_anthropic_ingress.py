@@ -219,7 +219,7 @@ def test_a_stream_cut_upstream_ends_with_an_error_event(stack: Stack) -> None:
     events = _sse_events(resp.content)
     assert events[0][0] == "message_start" and events[-1][0] == "error"
     assert "message_stop" not in [name for name, _ in events]
-    assert events[-1][1]["type"] == "error" and events[-1][1]["error"]["type"] == "upstream_error"
+    assert events[-1][1]["type"] == "error" and events[-1][1]["error"]["type"] == "api_error"
 
 
 def _funded(stack: Stack, amount: str) -> tuple[str, str]:

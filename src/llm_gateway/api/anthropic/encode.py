@@ -82,10 +82,32 @@ def encode_message(result: ChatResult, request_id: str, model: str) -> dict[str,
     }
 
 
-def error_body(exc: GatewayError) -> bytes:
-    """The gateway's error shape (SPEC §4), with the ``"type": "error"`` that
-    Anthropic's clients look for."""
-    return orjson.dumps({"type": "error", **exc.to_openai()})
+# Anthropic's error types by HTTP status (SPEC §4): its SDKs and clients
+# such as Claude Code read them to decide what went wrong and whether to retry.
+_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+    502: "api_error", 503: "overloaded_error", 529: "overloaded_error", 504: "timeout_error",
+}
+
+
+def anthropic_error_type(status: int) -> str:
+    """Anthropic's ``error.type`` for an HTTP status; another 4xx is an
+    ``invalid_request_error``, another 5xx an ``api_error``."""
+    return _ERROR_TYPES.get(status) or ("invalid_request_error" if status < 500 else "api_error")
+
+
+def anthropic_error_body(err: GatewayError) -> bytes:
+    """An error in Anthropic's shape, ``{"type": "error", "error": {"type",
+    "message"}}``, with Anthropic's type for its status; the gateway's
+    ``param`` and ``code`` are kept beside them. For every ``/v1/messages``
+    answer, including those refused before the route runs."""
+    body = err.to_openai()
+    body["error"]["type"] = anthropic_error_type(err.status_code)
+    return orjson.dumps({"type": "error", **body})
+
+
+error_body = anthropic_error_body  # its earlier name, which api/guard.py imports
 
 
 def _event(name: bytes, data: dict[str, Any]) -> bytes:
@@ -163,4 +185,4 @@ class MessageStreamEncoder:
 
     def error(self, exc: GatewayError) -> bytes:
         """A failure after the first byte: one ``error`` event, then the end."""
-        return self._close() + b"event: error\ndata: " + error_body(exc) + b"\n\n"
+        return self._close() + b"event: error\ndata: " + anthropic_error_body(exc) + b"\n\n"

@@ -5,8 +5,8 @@ canonical request and runs through the same pipeline as
 ``/v1/chat/completions`` (limits, cache, reservation, routing, billing,
 observability), and the answer is encoded as a Messages API ``message`` or
 event stream. The credential may come as ``x-api-key`` (what Anthropic's
-SDKs send) or as a bearer token. Errors keep the gateway's error shape, with
-``"type": "error"`` added at the top as Anthropic's clients expect. An
+SDKs send) or as a bearer token. Errors come in Anthropic's shape, with
+Anthropic's error types by status (``encode.anthropic_error_body``). An
 Anthropic deployment gets the client's own body and its answer goes back
 byte for byte (passthrough, see ``providers/anthropic/adapter.py``)."""
 
@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from llm_gateway.api.anthropic.decode import decode_messages_request
-from llm_gateway.api.anthropic.encode import MessageStreamEncoder, encode_message, error_body
+from llm_gateway.api.anthropic.encode import MessageStreamEncoder, anthropic_error_body, encode_message
 from llm_gateway.api.auth import authenticate
 from llm_gateway.api.calls import ChatDialect, chat_endpoint, gateway
 from llm_gateway.api.responses import JSONBytes, read_json, request_id
@@ -70,7 +70,7 @@ def _headers(req: ChatRequest, request: Request) -> None:
     req.anthropic_beta = request.headers.get("anthropic-beta")  # forwarded to Anthropic deployments
 
 
-messages = chat_endpoint(ChatDialect("messages", decode_messages_request, _sse, _body, error_body, _headers))
+messages = chat_endpoint(ChatDialect("messages", decode_messages_request, _sse, _body, anthropic_error_body, _headers))
 
 
 async def _count(gw: GatewayState, req: ChatRequest, model: ModelSettings, rid: str) -> tuple[int, bool]:
@@ -107,7 +107,8 @@ async def count_tokens(request: Request) -> Response:
         principal.check_model(model.name)
         count, exact = await _count(gw, req, model, rid)
     except GatewayError as exc:
-        return JSONBytes(error_body(exc), status_code=exc.status_code, headers=exc.response_headers() | headers)
+        return JSONBytes(anthropic_error_body(exc), status_code=exc.status_code,
+                         headers=exc.response_headers() | headers)
     headers["x-gateway-token-count"] = "exact" if exact else "estimate"
     return JSONBytes(orjson.dumps({"input_tokens": count}), headers=headers)
 
