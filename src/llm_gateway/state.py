@@ -74,11 +74,15 @@ class GatewayState:
         router = Router(settings.models, providers, settings.routing, redis)
         cache: TTLCache[Principal | Refusal] = TTLCache(ttl=1.0)
         bus = InvalidationBus(cache, listener)
-        # Until the database answers, only a configured master key works.
+        # A configured master key is compared in memory; a generated one is
+        # read from the database (and cached) like an API key, so that a
+        # rotation reaches every process. Until the database answers, only a
+        # configured master key works.
         master = hash_secret(settings.master_key) if settings.master_key else "!" + secrets.token_hex(32)
         tokens = TokenService(settings.auth.jwt_secret or secrets.token_urlsafe(48), settings.auth.access_ttl_s)
         external = ExternalJWTVerifier(settings.auth.external) if settings.auth.external else None
-        auth = Authenticator(db, cache, bus, master_hash=master, tokens=tokens, external=external)
+        auth = Authenticator(db, cache, bus, master_hash=master, tokens=tokens, external=external,
+                             stored_master=not settings.master_key)
         throttle = LoginThrottle(redis)
         ledger = Ledger(db)
         usage = UsageWriter(db, flush_interval_s=settings.usage_flush_interval_s)
@@ -114,7 +118,7 @@ class GatewayState:
             self._retry = asyncio.get_running_loop().create_task(self._retry_secrets())
 
     async def _load_secrets(self) -> None:
-        self.auth.master_hash = await bootstrap.master_key_hash(self.db, self.settings)
+        await bootstrap.ensure_master_key(self.db, self.settings)
         secret = await bootstrap.jwt_secret(self.db, self.settings)
         self.auth.tokens = TokenService(secret, self.settings.auth.access_ttl_s)
 

@@ -71,11 +71,14 @@ def migrated(cli: Cli) -> Cli:
 def test_help_lists_the_commands() -> None:
     out = subprocess.run([sys.executable, "-m", "llm_gateway.cli", "--help"], capture_output=True, text=True,
                          check=True).stdout
-    for command in ("serve", "migrate", "check-config", "users", "keys"):
+    for command in ("serve", "migrate", "check-config", "users", "keys", "master-key"):
         assert command in out
     keys = subprocess.run([sys.executable, "-m", "llm_gateway.cli", "keys", "--help"], capture_output=True,
                           text=True, check=True).stdout
     assert all(action in keys for action in ("create", "revoke", "list"))
+    master = subprocess.run([sys.executable, "-m", "llm_gateway.cli", "master-key", "--help"],
+                            capture_output=True, text=True, check=True).stdout
+    assert all(action in master for action in ("status", "rotate"))
 
 
 def test_migrate_is_repeatable_and_required_on_postgresql(cli: Cli) -> None:

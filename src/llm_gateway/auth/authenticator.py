@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import jwt
 
+from llm_gateway.auth.bootstrap import is_stored_master_key
 from llm_gateway.auth.cache import TTLCache
 from llm_gateway.auth.credentials import hash_secret, looks_like_jwt
 from llm_gateway.auth.invalidation import InvalidationBus
@@ -112,11 +113,16 @@ class Authenticator:
         master_hash: str,
         tokens: TokenService,
         external: ExternalVerifier | None = None,
+        stored_master: bool = False,
     ) -> None:
         self.db = db
         self.cache = cache
         self.bus = bus
+        # A configured master key: a hash compare in memory. A generated one
+        # (``stored_master``) is looked up like an API key, cached and evicted
+        # the same way, so ``master-key rotate`` reaches every process.
         self.master_hash = master_hash
+        self.stored_master = stored_master
         self.tokens = tokens
         self.external = external
         self._touched: dict[str, float] = {}
@@ -178,9 +184,12 @@ class Authenticator:
         try:
             async with self.db.session() as session:
                 row = await key_repo.resolve(session, digest)
+                master = row is None and self.stored_master and await is_stored_master_key(session, digest)
         except Exception as exc:
             log.error("key lookup failed: %s", type(exc).__name__)
             raise DatabaseUnavailable("The gateway cannot reach its database.") from None
+        if master:
+            return MASTER, None
         if row is None:
             return Refusal("Incorrect API key provided."), None
         key, user = row

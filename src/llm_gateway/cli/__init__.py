@@ -1,4 +1,4 @@
-"""``llm-gateway``: serve, check-config, migrate, users, keys.
+"""``llm-gateway``: serve, check-config, migrate, users, keys, master-key.
 
 The whole command line is declared here; the commands live in ``serve`` and
 ``accounts``. Every failure an operator can cause prints one clear line on
@@ -106,6 +106,16 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--user", help="only this user's keys (id or email)")
     listing.add_argument("--json", action="store_true", help="one JSON key object a line")
     listing.set_defaults(func=_lazy("accounts", "keys_list"))
+
+    master = sub.add_parser("master-key", help="show or rotate the master key").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    shown = master.add_parser("status", parents=[config],
+                              help="where the master key comes from, its prefix and age (never the key)")
+    shown.set_defaults(func=_lazy("master_key", "status"))
+    rotate = master.add_parser("rotate", parents=[config],
+                               help="replace a generated master key; prints the new one once, the old one "
+                                    "stops working on every gateway")
+    rotate.set_defaults(func=_lazy("master_key", "rotate"))
     return parser
 
 
