@@ -23,17 +23,16 @@ import asyncio
 import hashlib
 import math
 import re
-import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import orjson
 
-from llm_gateway.api.openai.encode import floats_to_base64
 from llm_gateway.errors import UpstreamError, UpstreamTimeout, upstream_status_error
 from llm_gateway.providers.base import ChunkOrEvent, Target
+from llm_gateway.providers.mock_embeddings import MAX_VALUES, OFF_LOOP, embedding_vectors
+from llm_gateway.providers.mock_schemas import check_schemas, example_value
 from llm_gateway.settings import ProviderSettings
 from llm_gateway.tokens import estimate_prompt, estimate_text
 from llm_gateway.types import (
@@ -53,71 +52,65 @@ from llm_gateway.types import (
 
 _ERROR = re.compile(r"mock-error:(\w+)")
 EMBEDDING_DIMENSIONS = 16
-
-
-def _schema_value(schema: Any) -> Any:
-    if not isinstance(schema, dict):
-        return "mock"
-    if schema.get("enum"):
-        return schema["enum"][0]
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "string")
-    if kind == "object" or "properties" in schema:
-        props = schema.get("properties") or {}
-        required = schema.get("required") or list(props)
-        return {k: _schema_value(props.get(k)) for k in required}
-    if kind == "array":
-        return [_schema_value(schema.get("items"))]
-    if kind == "integer":
-        return 1
-    if kind == "number":
-        return 1.5
-    if kind == "boolean":
-        return True
-    if kind == "null":
-        return None
-    return "mock"
+# The most text the mock writes for one request, all ``n`` choices together:
+# like a real model's, its answer is bounded whatever the prompt and ``n``.
+OUTPUT_CHARS = 256 * 1024
+CHARS_PER_TOKEN = 4  # as ``tokens.estimate_text`` counts
 
 
 class _Plan:
-    """What the mock will answer for one request (pure, deterministic)."""
+    """What the mock will answer for one request (pure, deterministic).
 
-    def __init__(self, req: ChatRequest) -> None:
+    Each choice is at most ``max_tokens`` (else the model's
+    ``max_output_tokens``) tokens of ~4 characters, and at most its share of
+    ``OUTPUT_CHARS``; a longer answer is cut there with finish reason
+    ``length``, as a real model's."""
+
+    def __init__(self, req: ChatRequest, target: Target, provider: str) -> None:
+        check_schemas(req, provider)
+        n = req.n or 1
+        tokens = max(1, min(req.max_tokens or target.max_output_tokens, target.max_output_tokens))
+        limit = max(1, min(tokens * CHARS_PER_TOKEN, OUTPUT_CHARS // n))  # characters per choice
         last = req.messages[-1]
-        user_text = next((m.text for m in reversed(req.messages) if m.role == "user"), "")
+        last_text = last.text
+        user_text = last_text if last.role == "user" else next(
+            (m.text for m in reversed(req.messages) if m.role == "user"), "")
         self.error = None
-        m = _ERROR.search(last.text if last.role == "user" else "")
+        m = _ERROR.search(last_text) if last.role == "user" else None
         if m:
             self.error = m.group(1)
         self.tool_call: ToolCall | None = None
         self.text: str | None = None
+        self.finish: FinishReason = "stop"
         choice = req.tool_choice.mode if req.tool_choice else "auto"
         if req.tools and choice != "none" and last.role != "tool":
             tool = req.tools[0]
             if req.tool_choice and req.tool_choice.mode == "named":
                 tool = next((t for t in req.tools if t.name == req.tool_choice.name), tool)
-            args = orjson.dumps(_schema_value(tool.parameters or {"type": "object"})).decode()
-            digest = hashlib.sha256(f"{tool.name}{user_text}".encode()).hexdigest()[:24]
-            self.tool_call = ToolCall(f"call_{digest}", tool.name, args)
-        elif last.role == "tool":
-            self.text = f"Mock answer from the tool result: {last.text}"
-        elif req.response_format is not None and req.response_format.type != "text":
-            rf = req.response_format
-            value = _schema_value(rf.schema) if rf.type == "json_schema" and rf.schema else {"echo": user_text}
-            self.text = orjson.dumps(value).decode()
+            args = orjson.dumps(example_value(tool.parameters or {"type": "object"})).decode()
+            room = max(0, limit - len(tool.name))
+            self.finish = "tool_calls"
+            if len(args) > room:
+                args, self.finish = args[:room], "length"
+            digest = hashlib.sha256(f"{tool.name}{user_text[:limit]}".encode("utf-8", "surrogatepass")).hexdigest()
+            self.tool_call = ToolCall(f"call_{digest[:24]}", tool.name, args)
+            output = estimate_text(tool.name) + estimate_text(args)
         else:
-            self.text = f"Mock reply: {user_text}" if user_text else "Mock reply."
-        self.finish: FinishReason = "tool_calls" if self.tool_call else "stop"
+            if last.role == "tool":
+                text = f"Mock answer from the tool result: {last_text[:limit]}"
+            elif req.response_format is not None and req.response_format.type != "text":
+                rf = req.response_format
+                value = example_value(rf.schema) if rf.type == "json_schema" and rf.schema else {
+                    "echo": user_text[:limit]}
+                text = orjson.dumps(value).decode()
+            else:
+                text = f"Mock reply: {user_text[:limit]}" if user_text else "Mock reply."
+            if len(text) > limit:
+                text, self.finish = text[:limit], "length"
+            self.text = text
+            output = estimate_text(text)
         self.pieces = re.findall(r"\S+\s*|\s+", self.text) if self.text else []
-        if req.max_tokens is not None and len(self.pieces) > req.max_tokens:
-            self.pieces = self.pieces[: req.max_tokens]
-            self.text = "".join(self.pieces)
-            self.finish = "length"
-        output = len(self.pieces) if self.text is not None else 0
-        if self.tool_call:
-            output = estimate_text(self.tool_call.name) + estimate_text(self.tool_call.arguments)
-        self.usage = Usage(input_tokens=estimate_prompt(req), output_tokens=max(output, 1))
+        self.usage = Usage(input_tokens=estimate_prompt(req), output_tokens=max(1, min(output, tokens)))
 
 
 class MockProvider:
@@ -148,7 +141,7 @@ class MockProvider:
             raise UpstreamError(f"Mock error {plan.error!r} as requested.")
 
     async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResponse:
-        plan = _Plan(req)
+        plan = _Plan(req, target, self.name)
         await self._before(plan)
         n = req.n or 1
         choices = [
@@ -158,7 +151,7 @@ class MockProvider:
         return ChatResponse(f"chatcmpl-{uuid.uuid4().hex}", target.model, int(time.time()), choices, usage)
 
     async def chat_stream(self, req: ChatRequest, target: Target, request_id: str) -> AsyncIterator[ChunkOrEvent]:
-        plan = _Plan(req)
+        plan = _Plan(req, target, self.name)
         await self._before(plan)
         return self._events(plan, req.n or 1)
 
@@ -182,16 +175,16 @@ class MockProvider:
 
     async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResponse:
         dims = req.dimensions or EMBEDDING_DIMENSIONS
-        vectors: list[list[float]] = []
-        tokens = 0
-        for item in req.inputs:
-            text = item if isinstance(item, str) else " ".join(map(str, item))
-            tokens += estimate_text(text) if isinstance(item, str) else len(item)
-            raw = hashlib.shake_256(text.encode()).digest(dims * 4)
-            values = [(v % 2000) / 1000 - 1 for v in struct.unpack(f"<{dims}I", raw)]
-            norm = math.sqrt(sum(v * v for v in values)) or 1.0
-            vectors.append([round(v / norm, 6) for v in values])
-        out: list[list[float]] | list[str] = vectors
-        if req.encoding_format == "base64":
-            out = [floats_to_base64(v) for v in vectors]
-        return EmbeddingResponse(target.model, out, Usage(input_tokens=tokens))
+        values = len(req.inputs) * dims
+        if values > MAX_VALUES:
+            raise upstream_status_error(
+                400, f"The {target.model} model returns at most {MAX_VALUES} numbers per request (inputs × "
+                f"dimensions); this request asks for {len(req.inputs)} × {dims}. Send fewer inputs or dimensions.",
+                code="invalid_value", param="dimensions" if req.dimensions else "input", provider=self.name)
+        base64 = req.encoding_format == "base64"
+        if values > OFF_LOOP:  # a few milliseconds of work or more: not on the event loop
+            vectors = await asyncio.to_thread(embedding_vectors, req.inputs, dims, base64)
+        else:
+            vectors = embedding_vectors(req.inputs, dims, base64)
+        tokens = sum(estimate_text(i) if isinstance(i, str) else len(i) for i in req.inputs)
+        return EmbeddingResponse(target.model, vectors, Usage(input_tokens=tokens))
