@@ -13,6 +13,7 @@ and ``FORWARDED_ALLOW_IPS`` (proxies whose ``X-Forwarded-For`` is trusted).
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -59,9 +60,26 @@ logconfig_dict: dict[str, Any] = {
 proc_name = "llm-gateway"
 
 
+class _ListeningAt(logging.Filter):
+    """gunicorn's "Listening at: %s (%s)" names the master's sockets; with
+    reuse_port the master opens none (each worker binds its own), so the line
+    would read "Listening at:  (pid)". Fill in the addresses bound."""
+
+    def __init__(self, binds: list[str]) -> None:
+        super().__init__()
+        self._where = ",".join(b if b.startswith(("unix:", "fd://")) else f"http://{b}" for b in binds)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Listening at: %s (%s)" and isinstance(record.args, tuple) and record.args[:1] == ("",):
+            record.args = (self._where, *record.args[1:])
+        return True
+
+
 def on_starting(server: Any) -> None:
     # Before any worker forks: every worker writes its metrics to this directory.
     _workers.prepare_metrics_dir()
+    # Before gunicorn logs where it listens (right after this hook).
+    server.log.error_log.addFilter(_ListeningAt(list(server.cfg.bind)))
 
 
 def when_ready(server: Any) -> None:

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+from llm_gateway.catalogue import unpriced_models, unpriced_warning
 from llm_gateway.db.engine import Database
 from llm_gateway.db.migrate import SchemaOutOfDate, ensure_schema
 from llm_gateway.observability.logs import configure_logging
@@ -22,6 +23,8 @@ def check_config(args: argparse.Namespace) -> int:
     for m in settings.models:
         targets = ", ".join(f"{d.provider}/{d.model}" for d in m.deployments)
         print(f"  model {m.name} -> {targets}")
+    for name in unpriced_models(settings):
+        print(f"  warning: model {name} has no pricing: it is free for every caller, even with a zero balance")
     return 0
 
 
@@ -85,6 +88,9 @@ def _serve(args: argparse.Namespace, graceful: int, count: int) -> int:
 
     settings = load_settings(args.config)  # fail fast, before binding
     configure_logging(args.log_level)  # JSON lines on standard output (SPEC §8)
+    unpriced = unpriced_models(settings)
+    if unpriced:  # once, here in the parent process, not once per worker
+        logging.getLogger("llm_gateway").warning("%s", unpriced_warning(unpriced))
     refusal = asyncio.run(_prepare_schema(settings))
     if refusal is not None:
         print(f"llm-gateway: {refusal}", file=sys.stderr)

@@ -34,7 +34,14 @@ class SchemaOutOfDate(Exception):
     """The database is behind the code; ``llm-gateway migrate`` fixes it."""
 
 
+def _quiet_alembic() -> None:
+    """Alembic logs at INFO each plugin it sets up, its context and every
+    step: ten lines an upgrade. ``upgrade`` says what changed in one."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def alembic_config() -> Config:
+    _quiet_alembic()  # before the import: Alembic logs its plugins as it loads
     from alembic.config import Config
 
     cfg = Config()
@@ -43,22 +50,28 @@ def alembic_config() -> Config:
 
 
 def head_revision() -> str:
+    cfg = alembic_config()
     from alembic.script import ScriptDirectory
 
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = ScriptDirectory.from_config(cfg).get_current_head()
     assert head is not None
     return head
 
 
 def _upgrade(sync_conn: Any) -> None:
+    cfg = alembic_config()
     from alembic import command
 
-    cfg = alembic_config()
+    before = _current(sync_conn)
     cfg.attributes["connection"] = sync_conn
     command.upgrade(cfg, "head")
+    after = _current(sync_conn)
+    if after != before:
+        log.info("database schema upgraded from %s to %s", before or "(empty)", after)
 
 
 def _current(sync_conn: Any) -> str | None:
+    _quiet_alembic()
     from alembic.runtime.migration import MigrationContext
 
     rev: str | None = MigrationContext.configure(sync_conn).get_current_revision()
