@@ -5,6 +5,10 @@ its OpenAI error ``type`` and ``code``, and whether a retry on another
 deployment could help. Provider and transport errors are mapped into this tree
 once, at the adapter boundary; the API layer renders it in the client's dialect.
 
+An error mapped from an upstream's failure also carries its ``cause`` in a
+few words for the operator's log ("connection refused", "timed out (connect)",
+"HTTP 503: <the provider's message>"); the client never sees it.
+
     GatewayError
     ├── InvalidRequest            400 invalid_request_error
     │   ├── ModelNotFound         404 model_not_found
@@ -46,9 +50,11 @@ class GatewayError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         headers: dict[str, str] | None = None,
+        cause: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.cause = cause  # why an upstream attempt failed, for the log only
         self.code = code if code is not None else self.default_code
         self.param = param
         self.retry_after = retry_after

@@ -341,6 +341,80 @@ def test_a_cancelled_trial_gives_the_trial_back() -> None:
     assert route.breaker.may_trial(route.breaker.open_until) and route.stats.in_flight == 0
 
 
+# ------------------------------------------------------------------ logs
+
+
+def _fields(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
+    return [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == event]  # type: ignore[attr-defined]
+
+
+def test_each_failed_attempt_is_logged_once_with_its_number_model_and_cause(caplog: pytest.LogCaptureFixture) -> None:
+    models = [{"name": "main", "deployments": [{"provider": "a", "model": "x"}], "fallbacks": ["f1"]},
+              {"name": "f1", "deployments": [{"provider": "b", "model": "y"}]}]
+    router = _router(models, retries=1, backoff_base_s=0, circuit_breaker={"failure_threshold": 1000})
+    with caplog.at_level("INFO", logger="llm_gateway.routing"):
+        result, calls = _run(router, "main", {
+            "a/x": [UpstreamError("Could not connect.", cause="connection refused"), UpstreamTimeout("slow")],
+            "b/y": [UpstreamError("The b provider answered with an unexpected body."), "ok"]})
+    assert result == "ok from b/y" and calls == ["a/x", "a/x", "b/y", "b/y"]
+    failed = [r for r in caplog.records if getattr(r, "fields", {}).get("event") == "upstream_attempt_failed"]
+    assert [r.levelname for r in failed] == ["WARNING"] * 3
+    assert [r.getMessage() for r in failed] == [
+        "attempt 1 for model 'main' on a/x (?) failed: connection refused",
+        "attempt 2 for model 'main' on a/x (?) failed: slow",  # no cause found: the message says it
+        "attempt 3 for model 'main' (fallback 'f1') on b/y (?) failed: "
+        "The b provider answered with an unexpected body.",
+    ]
+    assert [(f["model"], f["served_by_model"], f["deployment"], f["attempt"]) for f in _fields(
+        caplog, "upstream_attempt_failed")] == [("main", "main", "a/x", 1), ("main", "main", "a/x", 2),
+                                                 ("main", "f1", "b/y", 3)]
+
+
+def test_a_refusal_of_the_request_itself_is_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    router = _router([{"name": "m", "deployments": [{"provider": "a", "model": "x"}]}], retries=2)
+    with caplog.at_level("INFO", logger="llm_gateway.routing"):
+        _run(router, "m", {"a/x": [UpstreamRejected("too long", status=400, cause="HTTP 400: too long")]})
+    [record] = [r for r in caplog.records if getattr(r, "fields", {}).get("event") == "upstream_attempt_failed"]
+    assert record.levelname == "INFO" and record.getMessage().endswith("failed: HTTP 400: too long")
+
+
+def test_the_breaker_logs_why_it_opens_its_trial_and_its_closing(caplog: pytest.LogCaptureFixture) -> None:
+    b = CircuitBreaker("p/m", threshold=2, cooldown_s=29.5)
+    with caplog.at_level("INFO", logger="llm_gateway.routing"):
+        b.failed(False, 0, "connection refused")
+        assert not caplog.records, "one failure of two: nothing to say yet"
+        b.failed(False, 0, "connection refused")
+        b.start_trial()
+        b.failed(True, 30, "timed out (connect)")
+        b.start_trial()
+        b.succeeded(True)
+        b.sync(3, True, 12_300, now=70)  # another process's failures open it again
+        b.sync(0, False, -2, now=71)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "circuit of p/m opened: 2 consecutive failures (last: connection refused); next trial in 30 s"),
+        ("INFO", "circuit of p/m half-open: cooldown over; one trial request is let through"),
+        ("WARNING", "circuit of p/m opened: its trial request failed (last: timed out (connect)); "
+                    "next trial in 30 s"),
+        ("INFO", "circuit of p/m half-open: cooldown over; one trial request is let through"),
+        ("INFO", "circuit of p/m closed: its trial request succeeded"),
+        ("WARNING", "circuit of p/m opened by another process's failures; next trial in 13 s"),
+        ("INFO", "circuit of p/m closed: another process's trial request succeeded"),
+    ]
+    assert [f["event"] for f in _fields(caplog, "circuit_open")] == ["circuit_open"] * 3
+    assert {f["deployment"] for f in _fields(caplog, "circuit_closed")} == {"p/m"}
+
+
+def test_all_circuits_open_says_when_the_next_trial_is() -> None:
+    router = _router([{"name": "m", "deployments": [{"provider": "a", "model": "x"}]}], retries=0,
+                     circuit_breaker={"failure_threshold": 1, "cooldown_s": 30})
+    _run(router, "m", {"a/x": [UpstreamError("down")]})
+    result, calls = _run(router, "m", {})
+    assert isinstance(result, NoHealthyDeployment) and calls == []
+    wait = result.response_headers()["retry-after"]
+    assert 1 <= int(wait) <= 30
+    assert result.message == (f"All deployments of 'm' are unavailable (circuit open); the next trial is in {wait} s.")
+
+
 # ------------------------------------------------------------------ settings
 
 

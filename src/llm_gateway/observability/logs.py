@@ -43,7 +43,10 @@ class _Clock:
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "msg"}`` plus ``exc`` with a traceback."""
+    """``{"ts", "level", "logger", "msg"}`` plus ``exc`` with a traceback, and
+    the record's structured ``fields`` if it has any
+    (``log.warning(…, extra={"fields": {"deployment": …}})``); they never
+    replace the four above."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -54,6 +57,10 @@ class JsonFormatter(logging.Formatter):
             "ts": self._clock.iso(record.created), "level": record.levelname.lower(), "logger": record.name,
             "msg": record.getMessage(),
         }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            for key, value in fields.items():
+                data.setdefault(key, value)
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(data).decode()

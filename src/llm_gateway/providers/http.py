@@ -1,6 +1,7 @@
 """Shared upstream HTTP plumbing: the pooled aiohttp session, SSE parsing,
 the time limits of one attempt, and the mapping of transport failures into
-the gateway's error tree."""
+the gateway's error tree, each with its cause in words (``causes``) for the
+router's log line of the attempt."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import aiohttp
 import orjson
 
 from llm_gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, upstream_status_error
+from llm_gateway.providers import causes
 from llm_gateway.providers.base import Timeouts
 from llm_gateway.settings import ProviderSettings
 
@@ -104,17 +106,18 @@ class _Watchdog:
         if seen != self._seen:
             self._seen, self._last = seen, now
         if now >= self._end_by:
-            self._expire("took longer than the attempt's total time limit")
+            self._expire("took longer than the attempt's total time limit", "total")
         elif not self._seen and now >= self._first_by:
-            self._expire("sent nothing within the time-to-first-byte limit")
+            self._expire("sent nothing within the time-to-first-byte limit", "first byte")
         elif self._seen and self._idle is not None and now - self._last >= self._idle:
-            self._expire(f"went silent for more than {self._idle:g} s")
+            self._expire(f"went silent for more than {self._idle:g} s", "idle between chunks")
         else:
             self._arm(now)
 
-    def _expire(self, what: str) -> None:
+    def _expire(self, what: str, phase: str) -> None:
         self._handle = None
-        self._content.set_exception(UpstreamTimeout(f"The {self._provider} provider timed out: the stream {what}."))
+        self._content.set_exception(UpstreamTimeout(
+            f"The {self._provider} provider timed out: the stream {what}.", cause=causes.timed_out(phase)))
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -123,20 +126,29 @@ class _Watchdog:
 
 
 @contextlib.contextmanager
-def transport_errors(provider: str) -> Iterator[None]:
-    """Map aiohttp/asyncio failures to the error tree; never leak an address."""
+def transport_errors(provider: str, timeout: str = "total") -> Iterator[None]:
+    """Map aiohttp/asyncio failures to the error tree, with their cause; the
+    message never names an address. ``timeout``: which limit a plain
+    ``TimeoutError`` inside means (aiohttp's own say which they are)."""
     try:
         yield
     except GatewayError:
         raise
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        raise UpstreamTimeout(f"The {provider} provider timed out.") from None
-    except aiohttp.ClientConnectorError:
-        raise UpstreamError(f"Could not connect to the {provider} provider.") from None
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-        raise UpstreamError(f"The {provider} provider closed the connection unexpectedly.") from None
-    except aiohttp.ClientError:
-        raise UpstreamError(f"The request to the {provider} provider failed.") from None
+    except aiohttp.ConnectionTimeoutError:
+        raise UpstreamTimeout(f"The {provider} provider timed out.", cause=causes.timed_out("connect")) from None
+    except aiohttp.ServerTimeoutError:  # a read: only the first byte of a plain call has such a limit
+        raise UpstreamTimeout(f"The {provider} provider timed out.", cause=causes.timed_out("first byte")) from None
+    except TimeoutError:
+        raise UpstreamTimeout(f"The {provider} provider timed out.", cause=causes.timed_out(timeout)) from None
+    except aiohttp.ClientConnectorError as exc:
+        cause = causes.connect_failure(exc)
+        raise UpstreamError(f"Could not connect to the {provider} provider.", cause=cause) from None
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        cause = causes.broken_connection(exc)
+        raise UpstreamError(f"The {provider} provider closed the connection unexpectedly.", cause=cause) from None
+    except aiohttp.ClientError as exc:
+        cause = causes.broken_connection(exc)
+        raise UpstreamError(f"The request to the {provider} provider failed.", cause=cause) from None
 
 
 def parse_retry_after(headers: Any) -> float | None:
@@ -153,7 +165,20 @@ def load_json(body: bytes, provider: str) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise UpstreamError(f"The {provider} provider answered with invalid JSON.") from None
+        raise UpstreamError(f"The {provider} provider answered with invalid JSON.",
+                            cause=causes.INVALID_RESPONSE) from None
+
+
+def unexpected_body(provider: str) -> UpstreamError:
+    """An answer that is JSON, but not the shape the provider's API promises."""
+    return UpstreamError(f"The {provider} provider answered with an unexpected body.", cause=causes.INVALID_RESPONSE)
+
+
+def _status_error(map_error: ErrorMapper, status: int, body: bytes, headers: Any, provider: str) -> GatewayError:
+    """A provider's error answer, mapped, with its status and message as the cause."""
+    err = map_error(status, body, headers, provider)
+    err.cause = causes.http_status(status, body)
+    return err
 
 
 def error_from_response(
@@ -233,6 +258,7 @@ class Upstream:
         self, settings: ProviderSettings, headers: dict[str, str], map_error: ErrorMapper = error_from_response
     ) -> None:
         self.name = settings.name
+        self.address = causes.address(settings.base_url)  # for the log: no path, no query, no key
         self._settings = settings
         self._headers = headers
         self._map_error = map_error
@@ -276,7 +302,7 @@ class Upstream:
             async with self._post(url, body, request_id, self._limits_for(timeouts).call, headers) as resp:
                 raw: bytes = await resp.read()
                 if resp.status >= 400:
-                    raise self._map_error(resp.status, raw, resp.headers, self.name)
+                    raise _status_error(self._map_error, resp.status, raw, resp.headers, self.name)
         return raw
 
     async def open_stream(
@@ -289,7 +315,8 @@ class Upstream:
         lim = self._limits_for(timeouts)
         started = asyncio.get_running_loop().time()
         first_by = min(lim.first_byte or lim.total, lim.total)
-        with transport_errors(self.name):
+        phase = "first byte" if lim.first_byte is not None and lim.first_byte < lim.total else "total"
+        with transport_errors(self.name, phase):
             async with asyncio.timeout(first_by):
                 resp: aiohttp.ClientResponse = await self._post(
                     url, body, request_id, lim.stream, headers).__aenter__()
@@ -298,7 +325,7 @@ class Upstream:
                         raw = await resp.read()
                     finally:
                         resp.release()
-                    raise self._map_error(resp.status, raw, resp.headers, self.name)
+                    raise _status_error(self._map_error, resp.status, raw, resp.headers, self.name)
         setattr(resp, _WATCHDOG, _Watchdog(resp, lim, started, self.name))
         return resp
 

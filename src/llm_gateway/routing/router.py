@@ -14,13 +14,22 @@ deployment already tried waits for the backoff (at least its Retry-After);
 a move to another deployment does not wait. A failure that no deployment
 would answer differently (a provider's 4xx about the request) ends the
 request at once. When no attempt could be made at all, because every
-circuit is open, the request gets 503 ``no_healthy_deployment``.
+circuit is open, the request gets 503 ``no_healthy_deployment``, with the
+seconds until the next trial in its message and ``Retry-After``.
+
+Each failed attempt is logged once, here (``llm_gateway.routing``, warning;
+info when the provider refused the request itself), naming the client's
+model, the deployment, the provider's kind and address (scheme, host and
+port only) and the attempt's number, with the cause the adapter found
+("connection refused", "timed out (connect)", "HTTP 503: …"); the same as
+JSON fields.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -49,6 +58,8 @@ class Route:
     label: str  # ``<provider name>/<upstream model>``, as in ``x-gateway-deployment``
     breaker: CircuitBreaker
     stats: Stats
+    kind: str = ""  # the provider's kind, for the log
+    address: str = ""  # ``scheme://host:port`` of the provider, for the log ("" when it has none)
 
 
 def _timeouts(model: ModelSettings) -> Timeouts | None:
@@ -82,7 +93,10 @@ class Router:
                 breaker = self._breakers.setdefault(label, CircuitBreaker(label, cb.failure_threshold, cb.cooldown_s))
                 stats = self._stats.setdefault(label, Stats())
                 target = Target(d.model, m.max_output_tokens, timeouts)
-                routes.append(Route(m, d, providers[d.provider], target, label, breaker, stats))
+                provider = providers[d.provider]
+                # (A provider without an HTTP upstream, such as the mock, has no address.)
+                kind, address = getattr(provider, "kind", ""), getattr(provider, "address", "")
+                routes.append(Route(m, d, provider, target, label, breaker, stats, kind, address))
             self._routes[m.name] = routes
         self._chains = {m.name: [m, *(self._models[f] for f in m.fallbacks)] for m in models}
         self._pickers = {m.name: STRATEGIES[m.strategy] for m in models}
@@ -138,6 +152,7 @@ class Router:
         tries: dict[str, int] = {}  # attempts per deployment in this request
         errors: dict[str, GatewayError] = {}
         barred: set[str] = set()  # not to be asked again in this request
+        number = 0  # attempts made in this request
         for m in self._chains[model.name]:
             routes = self._routes[m.name]
             made = 0
@@ -160,29 +175,33 @@ class Router:
                         barred.add(label)
                         continue
                 made += 1
+                number += 1
                 tries[label] = tries.get(label, 0) + 1
                 try:
                     return await self._attempt(route, attempt, trial, hold)
                 except GatewayError as exc:
                     kind = verdict(exc)
+                    _log_failure(model, route, number, exc, kind)
                     if kind == FINAL:
                         raise
                     last = errors[label] = exc
                     if kind == ELSEWHERE:
                         barred.add(label)
-                    log.debug("attempt on %s failed (%s)", label, type(exc).__name__)
         if last is not None:
             raise last
+        wait = self._next_trial(model)
         raise NoHealthyDeployment(
-            f"No healthy deployment for model '{model.name}': every deployment's circuit is open. "
-            "Try again later.", retry_after=self._next_trial(model),
+            f"All deployments of '{model.name}' are unavailable (circuit open); the next trial is in {wait} s.",
+            retry_after=wait,
         )
 
-    def _next_trial(self, model: ModelSettings) -> float:
-        """Seconds until the first of the chain's open circuits is due a trial."""
+    def _next_trial(self, model: ModelSettings) -> int:
+        """Whole seconds (at least 1) until the first of the chain's open
+        circuits is due a trial."""
         now = time.monotonic()
-        due = [r.breaker.open_until - now for m in self._chains[model.name] for r in self._routes[m.name]]
-        return max(1.0, min(due, default=1.0))
+        due = [r.breaker.open_until - now for m in self._chains[model.name] for r in self._routes[m.name]
+               if not r.breaker.closed]
+        return max(1, math.ceil(min(due, default=1.0)))
 
     def _pick(
         self, model: ModelSettings, routes: list[Route], tries: dict[str, int], barred: set[str]
@@ -211,10 +230,10 @@ class Router:
             claimed = await self.shared.claim_trial(breaker)
             if claimed is not None:  # (another process's trial may have closed it: no trial then)
                 if claimed == TRIAL:
-                    breaker.trial = True
+                    breaker.start_trial()
                 return claimed == TRIAL
         if breaker.may_trial(time.monotonic()):
-            breaker.trial = True
+            breaker.start_trial()
             return True
         return False
 
@@ -230,7 +249,7 @@ class Router:
                 self._succeeded(route.breaker, trial)
             else:
                 stats.failed(time.perf_counter() - started)
-                self._failed(route.breaker, trial)
+                self._failed(route.breaker, trial, exc.cause or exc.message)
             raise
         except BaseException:  # cancelled (the client went away): no verdict
             stats.in_flight -= 1
@@ -252,8 +271,8 @@ class Router:
         if self.shared is not None:
             self.shared.succeeded(breaker, trial)
 
-    def _failed(self, breaker: CircuitBreaker, trial: bool) -> None:
-        breaker.failed(trial, time.monotonic())
+    def _failed(self, breaker: CircuitBreaker, trial: bool, cause: str | None = None) -> None:
+        breaker.failed(trial, time.monotonic(), cause)
         if self.shared is not None:
             self.shared.failed(breaker, trial)
 
@@ -262,6 +281,24 @@ class Router:
         which leaves flight when closed; a failure after its first byte counts
         against the deployment's circuit, though it cannot be retried."""
         return _Tracked(events, route, call, self)
+
+
+def _log_failure(model: ModelSettings, route: Route, number: int, exc: GatewayError, kind: int) -> None:
+    """The one log line of a failed attempt. A provider's refusal of the
+    request itself (``FINAL``) is the client's to fix: info, not warning."""
+    cause = exc.cause or exc.message
+    served = "" if route.model.name == model.name else f" (fallback '{route.model.name}')"
+    where = f"{route.kind}, {route.address}" if route.address else route.kind or "?"
+    log.log(
+        logging.INFO if kind == FINAL else logging.WARNING,
+        "attempt %d for model '%s'%s on %s (%s) failed: %s",
+        number, model.name, served, route.label, where, cause,
+        extra={"fields": {
+            "event": "upstream_attempt_failed", "model": model.name, "served_by_model": route.model.name,
+            "deployment": route.label, "provider_kind": route.kind, "address": route.address or None,
+            "attempt": number, "cause": cause, "status": exc.status_code,
+        }},
+    )
 
 
 class _Tracked:

@@ -20,11 +20,19 @@ from typing import Any
 
 import aiohttp
 
-from llm_gateway.errors import InvalidRequest, UpstreamError
+from llm_gateway.errors import InvalidRequest
 from llm_gateway.providers.anthropic import from_wire, to_wire
 from llm_gateway.providers.anthropic.stream import StreamDecoder
 from llm_gateway.providers.base import RawEvent, RawMessage, Target
-from llm_gateway.providers.http import SSEEvent, Upstream, finish, iter_sse, load_json, transport_errors
+from llm_gateway.providers.http import (
+    SSEEvent,
+    Upstream,
+    finish,
+    iter_sse,
+    load_json,
+    transport_errors,
+    unexpected_body,
+)
 from llm_gateway.settings import ProviderSettings
 from llm_gateway.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamEvent
 
@@ -48,6 +56,7 @@ class AnthropicProvider:
         if settings.api_key:
             headers["x-api-key"] = settings.api_key
         self._http = Upstream(settings, headers | settings.headers)  # e.g. anthropic-beta
+        self.address = self._http.address
         # The configured anthropic-beta header, if any, under its configured spelling.
         configured = [(k, v) for k, v in settings.headers.items() if k.lower() == "anthropic-beta"]
         self._beta_key, self._beta = configured[0] if configured else ("anthropic-beta", "")
@@ -128,7 +137,7 @@ class AnthropicProvider:
         data = load_json(raw, self.name)
         count = data.get("input_tokens") if isinstance(data, dict) else None
         if not isinstance(count, int) or isinstance(count, bool):
-            raise UpstreamError(f"The {self.name} provider answered with an unexpected body.")
+            raise unexpected_body(self.name)
         return count
 
     async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResponse:
@@ -147,5 +156,5 @@ def _passthrough(req: ChatRequest, target: Target) -> dict[str, Any]:
 
 def _message(data: Any, provider: str) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("content"), list):
-        raise UpstreamError(f"The {provider} provider answered with an unexpected body.")
+        raise unexpected_body(provider)
     return data

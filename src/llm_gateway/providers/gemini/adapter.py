@@ -12,12 +12,11 @@ from typing import Any
 
 import aiohttp
 
-from llm_gateway.errors import UpstreamError
 from llm_gateway.providers.base import ChunkOrEvent, Target
 from llm_gateway.providers.gemini import from_wire, to_wire
 from llm_gateway.providers.gemini.images import fetch_images
 from llm_gateway.providers.gemini.stream import StreamDecoder
-from llm_gateway.providers.http import Upstream, finish, iter_sse, load_json, transport_errors
+from llm_gateway.providers.http import Upstream, finish, iter_sse, load_json, transport_errors, unexpected_body
 from llm_gateway.settings import ProviderSettings
 from llm_gateway.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 
@@ -38,6 +37,7 @@ class GeminiProvider:
         if settings.api_key:
             headers["x-goog-api-key"] = settings.api_key
         self._http = Upstream(settings, headers, from_wire.error)
+        self.address = self._http.address
         self._image_timeout = aiohttp.ClientTimeout(
             total=min(settings.timeout_s, IMAGE_TIMEOUT_S), sock_connect=settings.connect_timeout_s
         )
@@ -100,5 +100,5 @@ class GeminiProvider:
         body = to_wire.embedding_body(req, target.model)
         data = await self._call(self._url(target.model, "batchEmbedContents"), body, request_id, target)
         if not isinstance(data, dict):
-            raise UpstreamError(f"The {self.name} provider answered with an unexpected body.")
+            raise unexpected_body(self.name)
         return from_wire.embedding_response(data, req, target.model)

@@ -23,7 +23,7 @@ from llm_gateway.providers.base import (
     RawEmbedding,
     Target,
 )
-from llm_gateway.providers.http import Upstream, finish, iter_sse, load_json, transport_errors
+from llm_gateway.providers.http import Upstream, finish, iter_sse, load_json, transport_errors, unexpected_body
 from llm_gateway.providers.openai import from_wire, to_wire
 from llm_gateway.settings import ProviderSettings
 from llm_gateway.types import ChatRequest, EmbeddingRequest
@@ -52,6 +52,7 @@ class OpenAIProvider:
             header = settings.auth_header.lower()
             headers[header] = f"Bearer {settings.api_key}" if header == "authorization" else settings.api_key
         self._http = Upstream(settings, headers)
+        self.address = self._http.address
 
     async def start(self) -> None:
         await self._http.start()
@@ -70,7 +71,7 @@ class OpenAIProvider:
         )
         raw, data = await self._call(self._chat_url, body, request_id, target)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            raise UpstreamError(f"The {self.name} provider answered with an unexpected body.")
+            raise unexpected_body(self.name)
         if passthrough:
             return RawChat(raw, decode_usage(data.get("usage")))
         return from_wire.chat_response(data)
@@ -124,7 +125,7 @@ class OpenAIProvider:
     async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResult:
         raw, data = await self._call(self._embed_url, to_wire.embedding_body(req, target.model), request_id, target)
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-            raise UpstreamError(f"The {self.name} provider answered with an unexpected body.")
+            raise unexpected_body(self.name)
         if req.raw is not None:
             usage = data.get("usage") or {}
             return RawEmbedding(raw, decode_usage({"prompt_tokens": usage.get("prompt_tokens", 0)}))
