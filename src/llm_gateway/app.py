@@ -14,8 +14,9 @@ from fastapi import FastAPI
 from llm_gateway import __version__
 from llm_gateway.api import admin, billing, health, login, me
 from llm_gateway.api.anthropic import routes as anthropic_routes
+from llm_gateway.api.docs import install_docs
 from llm_gateway.api.openai import routes as openai_routes
-from llm_gateway.api.openai.schemas import OPENAPI_PATHS, OPENAPI_SCHEMAS
+from llm_gateway.api.openapi_doc import build_document
 from llm_gateway.api.responses import install_error_handlers
 from llm_gateway.observability.observer import ObservedRequests
 from llm_gateway.settings import Settings, load_settings
@@ -50,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="One OpenAI-compatible API over OpenAI, Anthropic, Gemini and OpenAI-compatible servers.",
         lifespan=lifespan,
+        docs_url=None,  # api/docs.py serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     app.state.gateway = state
     install_error_handlers(app)
@@ -64,16 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(billing.router)
     app.include_router(login.router)
 
+    install_docs(app)
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            from fastapi.openapi.utils import get_openapi
-
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            schema.setdefault("paths", {}).update(OPENAPI_PATHS)
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(OPENAPI_SCHEMAS)
-            app.openapi_schema = schema
+            app.openapi_schema = build_document(app, settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -29,7 +29,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["model", "messages"],
         "properties": {
-            "model": {"type": "string", "description": "A model name configured in the gateway."},
+            "model": {"type": "string", "minLength": 1, "description": "A model name configured in the gateway."},
             "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
             "stream": {"type": "boolean", "default": False},
             "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
@@ -52,13 +52,14 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["model", "input"],
         "properties": {
-            "model": {"type": "string"},
+            "model": {"type": "string", "minLength": 1},
             "input": {
                 "anyOf": [
-                    {"type": "string"},
-                    {"type": "array", "items": {"type": "string"}},
-                    {"type": "array", "items": {"type": "integer"}},
-                    {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+                    {"type": "string", "minLength": 1},
+                    {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+                    {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+                    {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1,
+                                                               "items": {"type": "integer"}}},
                 ]
             },
             "encoding_format": {"type": "string", "enum": ["float", "base64"]},
@@ -158,7 +159,7 @@ OPENAPI_SCHEMAS["CreateMessageRequest"] = {
     "required": ["model", "messages"],
     "description": "An Anthropic Messages API request, answered by any configured model.",
     "properties": {
-        "model": {"type": "string", "description": "A model name configured in the gateway."},
+        "model": {"type": "string", "minLength": 1, "description": "A model name configured in the gateway."},
         "messages": {"type": "array", "minItems": 1, "items": {
             "type": "object", "required": ["role", "content"],
             "properties": {
@@ -178,7 +179,9 @@ OPENAPI_SCHEMAS["CreateMessageRequest"] = {
         "tool_choice": {"type": "object", "properties": {
             "type": {"type": "string", "enum": ["auto", "any", "tool", "none"]},
             "name": {"type": "string"}, "disable_parallel_tool_use": {"type": "boolean"}}},
-        "output_config": {"type": "object", "properties": {"format": {"type": "object"}}},
+        "output_config": {"type": "object", "properties": {"format": {
+            "type": "object", "required": ["type", "schema"],
+            "properties": {"type": {"const": "json_schema"}, "schema": {"type": "object"}}}}},
     },
 }
 
