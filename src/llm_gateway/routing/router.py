@@ -101,6 +101,10 @@ class Router:
         self._chains = {m.name: [m, *(self._models[f] for f in m.fallbacks)] for m in models}
         self._pickers = {m.name: STRATEGIES[m.strategy] for m in models}
         self._attempts = routing.retries + 1
+        # The mock fails only when a caller asks it to (``mock-error:…``): its
+        # failures say nothing of its health, and one caller's must not open
+        # its circuit for everyone.
+        self._steered = {r.label for rs in self._routes.values() for r in rs if r.kind == "mock"}
         self._rng = random.Random()
         self._backoff = Backoff(routing.backoff_base_s, routing.max_retry_wait_s, self._rng)
         self.shared = (
@@ -272,6 +276,8 @@ class Router:
             self.shared.succeeded(breaker, trial)
 
     def _failed(self, breaker: CircuitBreaker, trial: bool, cause: str | None = None) -> None:
+        if breaker.label in self._steered:
+            return
         breaker.failed(trial, time.monotonic(), cause)
         if self.shared is not None:
             self.shared.failed(breaker, trial)
