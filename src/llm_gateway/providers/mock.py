@@ -15,6 +15,13 @@ reports usage, and can be steered from the last user message:
 
 Provider settings ``latency_ms`` (delay before the first byte) and ``chunks``
 (stream pieces; 0 means one per word) shape its timing.
+
+It is as capped as a real provider, since anyone may call it: a malformed
+tool or answer schema is its 400 naming the param (``mock_schemas``); an
+answer is at most ``max_tokens`` (else the model's ``max_output_tokens``) and
+``OUTPUT_CHARS`` over all ``n`` choices; embeddings at most
+``mock_embeddings.MAX_VALUES`` numbers, built off the event loop when large.
+Its steered failures do not count against its circuit (``routing.router``).
 """
 
 from __future__ import annotations
