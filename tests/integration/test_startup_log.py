@@ -29,10 +29,10 @@ CONFIG = {
 }
 
 
-def _cli(folder: Path, *args: str, **kwargs: object) -> subprocess.Popen[str]:
+def _cli(folder: Path, *args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     return subprocess.Popen([sys.executable, "-m", "llm_gateway.cli", *args], cwd=folder, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)  # type: ignore[call-overload]
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 @pytest.fixture
