@@ -117,6 +117,45 @@ def test_credit_validation(db_stack: Stack) -> None:
         assert_error(call(db_stack, method, path, body, headers={}), 401)
 
 
+def test_credit_past_what_a_balance_holds_is_400_and_the_ledger_still_adds_up(db_stack: Stack) -> None:
+    """A balance is a 64-bit count of nano-dollars: a credit that would push it
+    past 8e9 USD is refused (no overflow, no float), and the balance stays the
+    sum of the ledger."""
+    user = new_user(db_stack)
+    for _ in range(8):
+        assert credit(db_stack, user["id"], "1000000000").status_code == 201
+    assert balance(db_stack, user["id"]) == Decimal(8_000_000_000)
+    for amount in ["1000000000", "0.000000001", 1]:
+        resp = credit(db_stack, user["id"], amount)
+        assert_error(resp, 400, "balance_too_large", "invalid_request_error")
+        assert resp.json()["error"]["param"] == "amount_usd"
+    rows = ledger(db_stack, user["id"])
+    assert len(rows) == 8
+    assert sum(Decimal(r["amount_usd"]) for r in rows) == balance(db_stack, user["id"]) == Decimal(8_000_000_000)
+    assert rows[0]["balance_after_usd"] == "8000000000.000000"
+    # Adjustments still work from the top, and the balance can fill up again.
+    assert credit(db_stack, user["id"], "-0.5").status_code == 201
+    assert credit(db_stack, user["id"], "0.5").status_code == 201
+    assert balance(db_stack, user["id"]) == sum(Decimal(r["amount_usd"]) for r in ledger(db_stack, user["id"]))
+
+
+def test_amounts_are_ascii_decimals_and_errors_show_plain_values(db_stack: Stack) -> None:
+    user = new_user(db_stack)
+    # Arabic-Indic, fullwidth and Devanagari digits; exponents and signs that Decimal would take.
+    amounts = ["\u0661\u0662", "\uff11\uff12", "\u0967\u0968", "12e0", "+12", "1_000", "12.", ".5", "0x10"]
+    for amount in amounts:
+        resp = credit(db_stack, user["id"], amount)
+        assert_error(resp, 400, "invalid_value", "invalid_request_error")
+        assert resp.json()["error"]["param"] == "amount_usd", amount
+        assert "Value error" not in resp.json()["error"]["message"]
+    assert len(amounts) == 9
+    assert balance(db_stack, user["id"]) == 0 and ledger(db_stack, user["id"]) == []
+    too_much = credit(db_stack, user["id"], "1000000001")
+    assert_error(too_much, 400)
+    assert "Decimal(" not in too_much.text and "1000000000" in too_much.json()["error"]["message"]
+    assert credit(db_stack, user["id"], " 12.50 ").json()["balance_usd"] == "12.500000"
+
+
 def test_concurrent_credits_with_one_key_make_one_transaction(db_stack: Stack) -> None:
     user = new_user(db_stack)
     with ThreadPoolExecutor(20) as pool:

@@ -31,19 +31,12 @@ log = logging.getLogger("llm_gateway.billing")
 
 router = APIRouter(tags=["billing"])
 
-MAX_CREDIT_USD = Decimal(1_000_000_000)  # Money is a BIGINT of nano-dollars
+MAX_CREDIT_USD = accounts.MAX_AMOUNT_USD  # so that no sum of two leaves the BIGINT of nano-dollars
 MAX_NOTE = 1000
 MAX_IDEMPOTENCY_KEY = 255
 
 
 # ---------------------------------------------------------------- inputs
-
-
-def _amount(value: Any) -> Any:
-    """A JSON string or number; never a boolean (which would pass as 1)."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
-        raise ValueError('must be an amount of USD as a decimal string, such as "10.00"')
-    return value.strip() if isinstance(value, str) else value
 
 
 def _non_zero(value: Decimal) -> Decimal:
@@ -54,7 +47,7 @@ def _non_zero(value: Decimal) -> Decimal:
 
 AmountUSD = Annotated[
     Decimal,
-    BeforeValidator(_amount),
+    BeforeValidator(accounts.decimal_text),
     Field(ge=-MAX_CREDIT_USD, le=MAX_CREDIT_USD, decimal_places=9, allow_inf_nan=False),
     AfterValidator(_non_zero),
 ]

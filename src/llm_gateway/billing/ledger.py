@@ -33,6 +33,13 @@ from llm_gateway.db.types import NANOS_PER_USD, UTCDateTime, utcnow
 from llm_gateway.errors import Conflict, InsufficientQuota, InvalidRequest, NotFound
 from llm_gateway.ids import new_id
 
+# The most a balance may hold: its column is a BIGINT of nano-dollars
+# (2**63 - 1 ≈ 9.22e9 USD). Credits stop here, so that no sum in a statement
+# (a balance plus one amount of at most 1e9 USD) can leave 64 bits: PostgreSQL
+# would fail the statement and SQLite would silently turn the sum into a float.
+MAX_BALANCE_USD = Decimal(8_000_000_000)
+MAX_BALANCE_NANOS = int(MAX_BALANCE_USD * NANOS_PER_USD)
+
 
 def to_nanos(amount: Decimal, *, round_up: bool = False) -> int:
     scaled = amount * NANOS_PER_USD
@@ -75,6 +82,12 @@ def _insufficient() -> InsufficientQuota:
 
 def _budget_exceeded() -> InsufficientQuota:
     return InsufficientQuota("This API key has reached its budget for the period.", code="budget_exceeded")
+
+
+def _too_large() -> InvalidRequest:
+    return InvalidRequest(
+        f"This credit would take the balance above {MAX_BALANCE_USD:,} USD, the most a balance can hold.",
+        code="balance_too_large", param="amount_usd")
 
 
 class _Replay(Exception):
@@ -217,23 +230,31 @@ class Ledger:
         amt = to_nanos(amount)
         if amt == 0:
             raise InvalidRequest("amount_usd must not be zero.", code="invalid_value", param="amount_usd")
+        if abs(amt) > MAX_BALANCE_NANOS:
+            raise _too_large()
         kind = "credit" if amt > 0 else "adjustment"
-        params: dict[str, Any] = {"uid": user_id, "amt": amt, "lid": new_id("txn"), "kind": kind, "note": note,
-                                  "idem": idempotency_key, "now": utcnow()}
+        # Both bounds compare the stored values with numbers computed here, so
+        # that no sum in the statement can leave 64 bits.
+        params: dict[str, Any] = {"uid": user_id, "amt": amt, "neg": -amt, "room": MAX_BALANCE_NANOS - max(amt, 0),
+                                  "lid": new_id("txn"), "kind": kind, "note": note, "idem": idempotency_key,
+                                  "now": utcnow()}
         try:
             async with self.db.engine.begin() as conn:
                 # Write first: takes the user's row lock (and SQLite's lock).
                 updated = await conn.execute(text(
                     "UPDATE users SET balance_usd = balance_usd + :amt "
-                    "WHERE id = :uid AND balance_usd + :amt - reserved_usd >= 0"), params)
+                    "WHERE id = :uid AND balance_usd - reserved_usd >= :neg AND balance_usd <= :room"), params)
                 if idempotency_key is not None:
                     existing = await self._existing(conn, user_id, idempotency_key)
                     if existing is not None:
                         raise _Replay(existing)  # rolls back this call's update
                 if updated.rowcount != 1:  # type: ignore[attr-defined]
-                    exists = (await conn.execute(text("SELECT 1 FROM users WHERE id = :uid"), params)).first()
-                    if exists is None:
+                    now_held = (await conn.execute(text("SELECT balance_usd FROM users WHERE id = :uid"),
+                                                   params)).first()
+                    if now_held is None:
                         raise NotFound("No such user.", code="user_not_found")
+                    if amt > 0 and int(now_held[0]) > params["room"]:
+                        raise _too_large()
                     raise Conflict("This adjustment would take the balance below zero (or below what requests "
                                    "in flight hold).", code="insufficient_balance")
                 after = (await conn.execute(text("SELECT balance_usd FROM users WHERE id = :uid"), params)).scalar()
