@@ -9,29 +9,50 @@ arguments, so both refuse the same things with the same words.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from llm_gateway.auth.passwords import MAX_LENGTH as PASSWORD_MAX
 from llm_gateway.auth.passwords import MIN_LENGTH as PASSWORD_MIN
 from llm_gateway.auth.passwords import hash_password
+from llm_gateway.billing.ledger import budget_period
+from llm_gateway.billing.pricing import format_usd
 from llm_gateway.db import keys as key_repo
 from llm_gateway.db import users as user_repo
 from llm_gateway.db.models import ApiKey, User
 from llm_gateway.db.types import utcnow
 from llm_gateway.errors import InvalidRequest, NotFound, PermissionDenied
 
-MAX_INT32 = 2_147_483_647  # rpm and tpm are INTEGER columns
+# rpm and tpm are INTEGER columns (2**31 - 1); a round bound below that,
+# far above any real limit, keeps every sum of them inside 64 bits too.
+MAX_PER_MINUTE = 1_000_000_000
 MAX_EMAIL = 320
 MAX_NAME = 200
 MAX_MODELS = 1000
-MAX_BUDGET_USD = Decimal(1_000_000_000)  # Money is a BIGINT of nano-dollars
+# Money is a BIGINT of nano-dollars (at most ~9.2e9 USD); one amount a client
+# sends is at most 1e9 USD, so that a sum of two never leaves 64 bits.
+MAX_AMOUNT_USD = Decimal(1_000_000_000)
+MAX_BUDGET_USD = MAX_AMOUNT_USD
 MAX_ID = 64
+# What ``valid_email`` accepts, for the OpenAPI document and a first check: one
+# "@", something either side, no spaces or control characters.
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$"
+DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 
 
 class Invalidator(Protocol):
@@ -58,13 +79,30 @@ def storable(value: str) -> str:
     return value
 
 
-def _email(value: str) -> str:
+def valid_email(value: str) -> str:
+    """The one check of an email address, wherever one comes from (the admin
+    API, the CLI, an identity provider's token); ``ValueError`` says why not."""
     value = storable(value).strip()
     local, at, domain = value.partition("@")
     if not at or not local or not domain or "@" in domain:
         raise ValueError("must be an email address like name@example.com")
     if any(c.isspace() or not c.isprintable() for c in value):
         raise ValueError("must not contain spaces or control characters")
+    if len(value) > MAX_EMAIL:
+        raise ValueError(f"must be at most {MAX_EMAIL} characters")
+    return value
+
+
+def decimal_text(value: Any) -> Any:
+    """An amount of USD as JSON sends it: a decimal string of ASCII digits
+    (``Decimal`` alone would take "١٢" as 12, "1e3" or "NaN"), or a JSON
+    number; never a boolean (which would pass as 1)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise ValueError('must be an amount of USD as a decimal string, such as "10.00"')
+    if isinstance(value, str):
+        value = value.strip()
+        if not re.fullmatch(DECIMAL_PATTERN, value, flags=re.ASCII):
+            raise ValueError('must be a decimal number of ASCII digits, such as "10.00"')
     return value
 
 
@@ -78,11 +116,12 @@ def _text(value: str) -> str:
     return storable(value)
 
 
-Email = Annotated[str, Field(strict=True, min_length=3, max_length=MAX_EMAIL), AfterValidator(_email)]
+Email = Annotated[str, Field(strict=True, min_length=3, max_length=MAX_EMAIL, pattern=EMAIL_PATTERN),
+                  AfterValidator(valid_email)]
 Password = Annotated[str, Field(strict=True, min_length=PASSWORD_MIN, max_length=PASSWORD_MAX),
                      AfterValidator(_text)]
 KeyName = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_NAME), AfterValidator(_text)]
-PerMinute = Annotated[int, Field(strict=True, ge=1, le=MAX_INT32)]
+PerMinute = Annotated[int, Field(strict=True, ge=1, le=MAX_PER_MINUTE)]
 ModelName = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_NAME), AfterValidator(_model_name)]
 ModelList = Annotated[list[ModelName], Field(max_length=MAX_MODELS)]
 Role = Literal["user", "admin"]
@@ -132,7 +171,8 @@ class NewKey(_Input):
     allowed_models: ModelList | None = None
     rpm: PerMinute | None = None
     tpm: PerMinute | None = None
-    budget_usd: Annotated[Decimal, Field(gt=0, le=MAX_BUDGET_USD, decimal_places=9)] | None = None
+    budget_usd: Annotated[Decimal, BeforeValidator(decimal_text),
+                          Field(gt=0, le=MAX_BUDGET_USD, decimal_places=9, allow_inf_nan=False)] | None = None
     budget_period: BudgetPeriod | None = None
     expires_at: datetime | None = None
 
@@ -236,6 +276,61 @@ def narrow_models(
                 code="model_not_allowed", param="allowed_models",
             )
     return requested
+
+
+def _wider(param: str, why: str) -> PermissionDenied:
+    return PermissionDenied(f"{why}, so a key it makes cannot allow more.", code="exceeds_calling_key", param=param)
+
+
+def within_calling_key(spec: NewKey, caller: ApiKey, spent: Decimal) -> NewKey:
+    """A key that a key makes (``POST /me/keys``) may narrow its maker's
+    restrictions, never widen them; what it leaves out, it inherits. Else 403
+    naming the field. ``spent``: what the maker's budget has spent and holds
+    in the current period.
+
+    A budget is the key's own, in the maker's period, at most what the maker
+    has left of its budget in this period (not shared: each key's spend is
+    counted apart)."""
+    changes: dict[str, Any] = {}
+    for field, unit in (("rpm", "requests"), ("tpm", "tokens")):
+        ceiling, asked = getattr(caller, field), getattr(spec, field)
+        if ceiling is None:
+            continue
+        if asked is None:
+            changes[field] = ceiling
+        elif asked > ceiling:
+            raise _wider(field, f"The calling key may use at most {ceiling} {unit} a minute")
+    if caller.expires_at is not None:
+        if spec.expires_at is None:
+            changes["expires_at"] = caller.expires_at
+        elif spec.expires_at > caller.expires_at:
+            raise _wider("expires_at", f"The calling key expires at {caller.expires_at.isoformat()}")
+    if caller.budget_usd is not None:
+        left = max(Decimal(0), caller.budget_usd - spent)
+        if spec.budget_usd is None:
+            changes |= {"budget_usd": left, "budget_period": caller.budget_period}
+        elif spec.budget_period != caller.budget_period:
+            raise _wider("budget_period", f"The calling key's budget is per {caller.budget_period}")
+        elif spec.budget_usd > left:
+            raise _wider("budget_usd", f"The calling key has {format_usd(left)} USD of its budget left "
+                                       f"this {caller.budget_period}")
+    return spec.model_copy(update=changes)
+
+
+async def narrow_for_caller(session: AsyncSession, spec: NewKey, user: User, caller_key_id: str | None) -> NewKey:
+    """The key a user asks for themselves: within the user's models and, when
+    the caller is an API key, within that key's restrictions. A caller signed
+    in with a token (not a key) has no key restrictions to pass on."""
+    caller = await key_repo.get_key(session, caller_key_id) if caller_key_id is not None else None
+    models = narrow_models(spec.allowed_models, user.allowed_models,
+                           caller.allowed_models if caller is not None else None)
+    spec = spec.model_copy(update={"allowed_models": models})
+    if caller is None:
+        return spec
+    spent = Decimal(0)
+    if caller.budget_usd is not None and caller.budget_period is not None:
+        spent = await key_repo.period_spend(session, caller.id, budget_period(caller.budget_period, utcnow()))
+    return within_calling_key(spec, caller, spent)
 
 
 async def create_key(session: AsyncSession, user: User, spec: NewKey) -> tuple[ApiKey, str]:

@@ -53,6 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # api/docs.py serves /docs and /redoc without a CDN
         redoc_url=None,
+        # Starlette's "/path/" → "/path" redirect writes the request's Host into
+        # Location (an open redirect); a trailing slash is a 404 in SPEC §4's shape.
+        redirect_slashes=False,
     )
     app.state.gateway = state
     install_error_handlers(app)

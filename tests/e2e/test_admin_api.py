@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from llm_gateway import accounts
 from tests.conftest import AUTH, Stack
 
 USER_FIELDS = {"id", "object", "email", "role", "is_active", "rpm", "tpm", "allowed_models", "balance_usd",
@@ -408,6 +409,56 @@ def test_huge_fields_are_400_not_500(db_stack: Stack) -> None:
     assert_error(call(db_stack, "POST", f"/admin/users/{user['id']}/keys",
                       {"name": "k", "allowed_models": ["m"] * 5000}), 400)
     assert_error(call(db_stack, "PATCH", f"/admin/users/{user['id']}", {"allowed_models": [huge]}), 400)
+
+
+@pytest.mark.parametrize("path", ["/admin/users", "/auth/login"])
+def test_malformed_json_error_names_no_offset(db_stack: Stack, path: str) -> None:
+    resp = httpx.post(f"{db_stack.url}{path}", content=b'{"email": "a@example.com",', timeout=20,
+                      headers={**AUTH, "content-type": "application/json"})
+    assert_error(resp, 400, "invalid_json", "invalid_request_error")
+    error = resp.json()["error"]
+    assert error["param"] is None
+    assert error["message"].startswith("We could not parse the JSON body"), error
+
+
+def test_numbers_and_money_are_bounded_and_shown_plainly(db_stack: Stack) -> None:
+    user = new_user(db_stack)
+    for field in ("rpm", "tpm"):
+        resp = call(db_stack, "POST", "/admin/users", {"email": unique_email(), field: 1_000_000_001})
+        assert_error(resp, 400, "invalid_value")
+        assert resp.json()["error"]["param"] == field and "1000000000" in resp.json()["error"]["message"]
+        assert_error(call(db_stack, "PATCH", f"/admin/users/{user['id']}", {field: 10**18}), 400, "invalid_value")
+        assert new_key(db_stack, user["id"], **{field: 1_000_000_000})[field] == 1_000_000_000
+    keys = f"/admin/users/{user['id']}/keys"
+    for budget in ["\u0661\u0662", "\uff15", "5e0", "1000000000.5", "1000000001"]:
+        resp = call(db_stack, "POST", keys, {"name": "k", "budget_usd": budget, "budget_period": "day"})
+        assert_error(resp, 400, "invalid_value")
+        assert resp.json()["error"]["param"] == "budget_usd"
+        assert "Decimal(" not in resp.text and "Value error" not in resp.text, resp.text
+    assert new_key(db_stack, user["id"], budget_usd="1000000000", budget_period="day")["budget_usd"] == \
+        "1000000000.000000"
+
+
+def test_trailing_slashes_never_redirect_to_the_requests_host(db_stack: Stack) -> None:
+    paths = ["/admin/users/", "/admin/keys/", "/me/", "/me/keys/", "/admin/usage/"]
+    for path in paths:
+        resp = httpx.get(f"{db_stack.url}{path}", headers={**AUTH, "host": "evil.example"}, timeout=20,
+                         follow_redirects=False)
+        assert_error(resp, 404, type_="invalid_request_error")
+        assert "location" not in resp.headers and "evil.example" not in resp.text
+    assert len(paths) == 5
+
+
+def test_account_inputs_declare_their_constraints_in_openapi(stack: Stack) -> None:
+    schemas = httpx.get(f"{stack.url}/openapi.json", timeout=20).json()["components"]["schemas"]
+    emails = [schemas["NewUser"]["properties"]["email"], schemas["LoginRequest"]["properties"]["email"]]
+    emails += [b for b in schemas["UserChanges"]["properties"]["email"].get("anyOf", [])
+               if b.get("type") == "string"] or [schemas["UserChanges"]["properties"]["email"]]
+    for email in emails:
+        assert email["pattern"] == accounts.EMAIL_PATTERN and email["maxLength"] == 320 and email["minLength"] == 3
+    assert len(emails) == 3
+    # Pydantic's own schema carries them, whatever the document adds.
+    assert accounts.NewUser.model_json_schema()["properties"]["email"]["pattern"] == accounts.EMAIL_PATTERN
 
 
 # ---------------------------------------------------------------- concurrency

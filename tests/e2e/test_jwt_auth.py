@@ -183,6 +183,25 @@ def test_idp_email_of_a_local_user_links_only_when_verified(gw: IdpStack) -> Non
     assert get_me(gw, verified).json()["id"] == local_id
 
 
+def test_idp_email_is_checked_like_the_admin_apis(gw: IdpStack) -> None:
+    """An identity provider's email claim is refused where the admin API would
+    refuse it (NUL, spaces, two "@", too long): 401, and no account is made."""
+    emails = ["nul\u0000@example.com", "with space@example.com", "two@@example.com", "ctrl\u0007@example.com",
+              "x" * 400 + "@example.com", "no-at-sign", "@example.com"]
+    for i, email in enumerate(emails):
+        sub = f"bad-email-{i}-{time.time_ns()}"
+        token = RSA.sign(idp.claims(sub=sub, email=email))
+        for resp in (get_me(gw, token), chat(gw, token)):
+            assert_401(resp)
+            assert "email" in resp.json()["error"]["message"]
+        created = db_call(gw, lambda s, sub=sub: user_repo.get_by_external_subject(s, f"{idp.ISSUER}|{sub}"))
+        assert created is None, email
+    assert len(emails) == 7
+    # A subject the database cannot store is refused too, not a 500 or a 503.
+    assert_401(get_me(gw, RSA.sign(idp.claims(sub="nul\u0000sub", email="nulsub@example.com"))))
+    assert_401(get_me(gw, RSA.sign(idp.claims(sub="s" * 600, email="longsub@example.com"))))
+
+
 # -- the gateway's own tokens ----------------------------------------------------
 
 

@@ -5,6 +5,8 @@ no way to widen one's own models or change one's account."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -133,6 +135,76 @@ def test_no_escalation(db_stack: Stack) -> None:
                  "admin_required")
     after = call(db_stack, "GET", f"/admin/users/{user['id']}").json()
     assert after["role"] == "user" and after["rpm"] == 10 and after["allowed_models"] == ["mock", "gpt-test"]
+
+
+def test_a_key_made_by_a_key_inherits_its_restrictions(db_stack: Stack) -> None:
+    """Budget, rpm, tpm, expiry and models pass from the calling key to the
+    key it makes: left out, they are inherited; narrower is fine; wider is a
+    403 naming the field."""
+    user = new_user(db_stack)
+    expires = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    parent = new_key(db_stack, user["id"], rpm=10, tpm=1000, budget_usd="5", budget_period="day",
+                     expires_at=expires.isoformat(), allowed_models=["mock", "gpt-test"])
+
+    def mint(body: dict[str, Any]) -> httpx.Response:
+        return call(db_stack, "POST", "/me/keys", {"name": "child"} | body, headers=bearer(parent["key"]))
+
+    child = mint({})
+    assert child.status_code == 201, child.text
+    inherited = {f: child.json()[f] for f in ("rpm", "tpm", "budget_usd", "budget_period", "expires_at",
+                                               "allowed_models")}
+    assert inherited == {f: parent[f] for f in inherited}
+    assert datetime.fromisoformat(child.json()["expires_at"]) == expires
+
+    later = (expires + timedelta(seconds=1)).isoformat()
+    wider: list[tuple[dict[str, Any], str]] = [
+        ({"rpm": 11}, "rpm"), ({"tpm": 1001}, "tpm"), ({"budget_usd": "5.000000001", "budget_period": "day"},
+                                                      "budget_usd"),
+        ({"budget_usd": "1", "budget_period": "month"}, "budget_period"), ({"expires_at": later}, "expires_at"),
+    ]
+    for body, param in wider:
+        resp = mint(body)
+        assert_error(resp, 403, "exceeds_calling_key", "permission_error")
+        assert resp.json()["error"]["param"] == param, resp.text
+    assert_error(mint({"allowed_models": ["compat-test"]}), 403, "model_not_allowed")
+    assert len(wider) == 5
+
+    sooner = (expires - timedelta(days=1)).isoformat()
+    narrow = mint({"rpm": 5, "tpm": 10, "budget_usd": "2", "budget_period": "day", "expires_at": sooner,
+                   "allowed_models": ["mock"]})
+    assert narrow.status_code == 201, narrow.text
+    assert (narrow.json()["rpm"], narrow.json()["tpm"], narrow.json()["budget_usd"]) == (5, 10, "2.000000")
+    # The grandchild of a narrow child is held to the child, not to the parent.
+    resp = call(db_stack, "POST", "/me/keys", {"name": "g", "rpm": 6}, headers=bearer(narrow.json()["key"]))
+    assert_error(resp, 403, "exceeds_calling_key")
+    assert resp.json()["error"]["param"] == "rpm"
+
+    # A caller signed in with a token is no key: it has no key restrictions to pass on.
+    email = unique_email("jwt-parent")
+    call(db_stack, "PATCH", f"/admin/users/{user['id']}", {"email": email, "password": "jwt password 1"})
+    login = httpx.post(f"{db_stack.url}/auth/login", json={"email": email, "password": "jwt password 1"}, timeout=20)
+    free = call(db_stack, "POST", "/me/keys", {"name": "free", "rpm": 1000},
+                headers=bearer(login.json()["access_token"]))
+    assert free.status_code == 201, free.text
+    assert free.json()["budget_usd"] is None and free.json()["expires_at"] is None and free.json()["rpm"] == 1000
+
+
+def test_a_minted_budget_is_at_most_what_the_calling_key_has_left(db_stack: Stack) -> None:
+    user = new_user(db_stack)
+    assert call(db_stack, "POST", f"/admin/users/{user['id']}/credits", {"amount_usd": "50"}).status_code == 201
+    parent = new_key(db_stack, user["id"], budget_usd="5", budget_period="month")
+    assert chat(db_stack, parent["key"], "pricey").status_code == 200
+    spent = -sum(Decimal(r["amount_usd"]) for r in call(
+        db_stack, "GET", f"/admin/users/{user['id']}/transactions").json()["data"] if r["kind"] == "charge")
+    assert spent > 0
+    left = Decimal(5) - spent
+    resp = call(db_stack, "POST", "/me/keys", {"name": "all", "budget_usd": "5", "budget_period": "month"},
+                headers=bearer(parent["key"]))
+    assert_error(resp, 403, "exceeds_calling_key")
+    assert resp.json()["error"]["param"] == "budget_usd"
+    child = call(db_stack, "POST", "/me/keys", {"name": "rest"}, headers=bearer(parent["key"]))
+    assert child.status_code == 201, child.text
+    assert Decimal(child.json()["budget_usd"]) == left and child.json()["budget_period"] == "month"
 
 
 def test_me_with_a_jwt(db_stack: Stack) -> None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from llm_gateway.accounts import EMAIL_PATTERN, MAX_EMAIL, Email
 from llm_gateway.api.deps import Gateway, Session
 from llm_gateway.api.responses import json_response
 from llm_gateway.auth.passwords import MAX_LENGTH, MIN_LENGTH, hash_password, verify_password
@@ -20,12 +21,14 @@ from llm_gateway.state import GatewayState
 
 router = APIRouter(prefix="/auth", tags=["Sign-in"])
 
-Email = Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+# Signing in looks an address up, so only its shape is checked; signing up
+# creates an account, so the address is checked as the admin API checks it.
+LoginEmail = Annotated[str, Field(min_length=3, max_length=MAX_EMAIL, pattern=EMAIL_PATTERN)]
 
 
 class LoginRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: Email
+    email: LoginEmail
     password: Annotated[str, Field(min_length=1, max_length=MAX_LENGTH)]
 
 

@@ -1,7 +1,8 @@
 """``/me`` and ``/me/keys``: a user's own account and keys, with one of their
 API keys or a JWT. Nothing here changes the user's role, limits or models,
-and a key made here can use no model its maker cannot. Another user's key
-ids answer 404, exactly like unknown ones. (``/me/usage`` is billing's.)"""
+and a key made here can do nothing its maker cannot (models, limits,
+budget, expiry). Another user's key ids answer 404, exactly like unknown
+ones. (``/me/usage`` is billing's.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from llm_gateway.accounts import NewKey
 from llm_gateway.api.deps import DEFAULT_PAGE, After, CurrentPrincipal, Gateway, Limit, Session
 from llm_gateway.api.schemas_accounts import KeyCreated, KeyList, KeyOut, UserOut
 from llm_gateway.auth.principal import Principal
-from llm_gateway.db import keys as key_repo
 from llm_gateway.db import users as user_repo
 from llm_gateway.db.models import User
 from llm_gateway.errors import NotFound
@@ -48,12 +48,11 @@ async def list_keys(
 
 @router.post("/keys", status_code=201, response_model=KeyCreated)
 async def create_key(body: NewKey, principal: CurrentPrincipal, session: Session) -> KeyCreated:
+    """A key made with a key inherits that key's restrictions (models, rpm,
+    tpm, budget, expiry): it may narrow them, never widen them (403 naming the
+    field)."""
     user = await _user(principal, session)
-    caller_key = await key_repo.get_key(session, principal.key_id) if principal.key_id is not None else None
-    models = accounts.narrow_models(
-        body.allowed_models, user.allowed_models, caller_key.allowed_models if caller_key is not None else None
-    )
-    spec = body.model_copy(update={"allowed_models": models})
+    spec = await accounts.narrow_for_caller(session, body, user, principal.key_id)
     return KeyCreated.created(*await accounts.create_key(session, user, spec))
 
 

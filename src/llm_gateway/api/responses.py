@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -64,6 +66,22 @@ async def read_json(request: Request, limit: int) -> Any:
         ) from None
 
 
+# Pydantic writes some bounds as Python reprs ("Decimal('1000000000')").
+_REPR = re.compile(r"Decimal\('([^']*)'\)")
+
+
+def _plain_message(error: Mapping[str, Any], field: str | None) -> str:
+    """Pydantic's message for one error, as a client reads it: values written
+    plainly, no "Value error, " prefix, an email's regular expression named
+    for what it means."""
+    if error.get("type") == "string_pattern_mismatch" and field == "email":
+        return "must be an email address like name@example.com, without spaces or control characters."
+    msg = _REPR.sub(r"\1", str(error.get("msg") or "Invalid request."))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    return msg
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves in SPEC §4's shape; never a traceback."""
 
@@ -87,12 +105,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            # Its loc is a character offset, not a field: the client learns where in the message instead.
+            where = [p for p in first.get("loc", ()) if isinstance(p, int)]
+            why = str((first.get("ctx") or {}).get("error") or "malformed JSON")
+            at = f" (at character {where[0]})" if where else ""
+            return error_response(InvalidRequest(
+                f"We could not parse the JSON body of your request: {why}{at}.", code="invalid_json"))
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
         param = ".".join(loc) or None
         code = "missing_field" if first.get("type") == "missing" else "invalid_value"
-        if first.get("type") == "json_invalid":
-            code = "invalid_json"
-        msg = str(first.get("msg", "Invalid request."))
+        msg = _plain_message(first, loc[-1] if loc else None)
         return error_response(InvalidRequest(f"{param}: {msg}" if param else msg, code=code, param=param))
 
     async def unexpected(request: Request, exc: Exception) -> Response:

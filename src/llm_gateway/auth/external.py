@@ -35,6 +35,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from llm_gateway.accounts import storable, valid_email
 from llm_gateway.auth.authenticator import DatabaseUnavailable, user_principal
 from llm_gateway.auth.principal import Principal
 from llm_gateway.db import users as user_repo
@@ -54,6 +55,7 @@ REFETCH_INTERVAL_S = 10.0
 MAX_AGE_S = 600.0
 FETCH_TIMEOUT_S = 5.0
 MAX_JWKS_BYTES = 1 << 20
+MAX_SUBJECT = 512  # users.external_subject holds "<iss>|<sub>"
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
@@ -280,6 +282,12 @@ class ExternalJWTVerifier:
         """
         subject = f"{claims['iss']}|{claims['sub']}"
         try:
+            storable(subject)
+        except ValueError:
+            raise _invalid("The token's 'iss' or 'sub' claim cannot be stored.") from None
+        if len(subject) > MAX_SUBJECT:
+            raise _invalid("The token's 'iss' and 'sub' claims are too long.")
+        try:
             async with db.session() as session:
                 user = await self._find_or_create(session, subject, claims)
         except GatewayError:
@@ -298,8 +306,12 @@ class ExternalJWTVerifier:
         if not self.settings.auto_create_users:
             raise _invalid("No gateway account is linked to this identity.")
         email = claims.get("email")
-        if not isinstance(email, str) or "@" not in email or len(email.strip()) > 320:
-            raise _invalid("The token carries no usable 'email' claim, which a new gateway account needs.")
+        if not isinstance(email, str):
+            raise _invalid("The token carries no 'email' claim, which a new gateway account needs.")
+        try:  # the same check as the admin API's: an identity provider is no more trusted with what it stores
+            email = valid_email(email)
+        except ValueError as exc:
+            raise _invalid(f"The token's 'email' claim cannot name a gateway account: it {exc}.") from None
         existing = await user_repo.get_by_email(session, email)
         if existing is not None:
             return await self._link(session, existing, subject, claims)

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from llm_gateway.auth.credentials import display_prefix, generate_key, hash_secret
-from llm_gateway.db.models import ApiKey, User
+from llm_gateway.db.models import ApiKey, KeySpend, User
 from llm_gateway.db.paging import page
 from llm_gateway.db.types import utcnow
 from llm_gateway.ids import new_id
@@ -50,6 +50,12 @@ async def resolve(session: AsyncSession, key_hash: str) -> tuple[ApiKey, User] |
 
 async def get_key(session: AsyncSession, key_id: str) -> ApiKey | None:
     return await session.get(ApiKey, key_id)
+
+
+async def period_spend(session: AsyncSession, key_id: str, period: str) -> Decimal:
+    """What a budgeted key has spent, plus what requests in flight hold, in ``period``."""
+    row = await session.get(KeySpend, (key_id, period))
+    return row.spent_usd + row.reserved_usd if row is not None else Decimal(0)
 
 
 async def list_keys(
