@@ -50,8 +50,9 @@ MAX_AMOUNT_USD = Decimal(1_000_000_000)
 MAX_BUDGET_USD = MAX_AMOUNT_USD
 MAX_ID = 64
 # What ``valid_email`` accepts, for the OpenAPI document and a first check: one
-# "@", something either side, no spaces or control characters.
-EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$"
+# "@", something either side, no spaces or control characters (spaces around
+# the address are trimmed).
+EMAIL_PATTERN = r"^\s*[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\s*$"
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 
 
