@@ -15,6 +15,7 @@ from llm_gateway import __version__
 from llm_gateway.api import admin, billing, health, login, me
 from llm_gateway.api.anthropic import routes as anthropic_routes
 from llm_gateway.api.docs import install_docs
+from llm_gateway.api.guard import RequestGuard
 from llm_gateway.api.openai import routes as openai_routes
 from llm_gateway.api.openapi_doc import build_document
 from llm_gateway.api.responses import install_error_handlers
@@ -62,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if state.observer is not None:
         # Requests in flight, and unhandled errors reported before the 500 is rendered.
         app.add_middleware(ObservedRequests, observer=state.observer)
+    # Outermost: the body limit before anything reads or authenticates, and x-request-id on every answer.
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_bytes, holder=state)
     app.router.routes.extend(openai_routes.routes)
     app.router.routes.extend(anthropic_routes.routes)
     app.include_router(health.router)

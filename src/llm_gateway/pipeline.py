@@ -34,7 +34,7 @@ import orjson
 from llm_gateway.api.openai.encode import encode_chat_response, encode_embedding_response
 from llm_gateway.auth.principal import Principal
 from llm_gateway.billing.ledger import Hold, Ledger
-from llm_gateway.billing.pricing import cost_usd, max_cost_usd
+from llm_gateway.billing.pricing import cost_usd, format_usd, max_cost_usd
 from llm_gateway.billing.usage import UsageEvent, UsageWriter
 from llm_gateway.cache import Entry, ResponseCache, StreamAssembler, cache_key, replay_chunks
 from llm_gateway.errors import GatewayError, InvalidRequest, UpstreamError
@@ -65,6 +65,8 @@ from llm_gateway.types import (
 )
 
 log = logging.getLogger("llm_gateway.billing")
+# No balance may hold more (a balance is stored in nano-dollars in 64 bits, ~9.2e9 USD).
+MAX_RESERVATION_USD = Decimal(1_000_000_000)
 T = TypeVar("T")
 
 
@@ -141,6 +143,17 @@ def _check_translatable(req: ChatRequest, route: Route) -> None:
         param, message = req.anthropic_only
         raise InvalidRequest(f"{message} Only Anthropic deployments take it, and '{route.model.name}' is served "
                              f"by a {route.provider.kind} one.", code="unsupported_value", param=param)
+
+
+def _check_max_tokens(req: ChatRequest, model: ModelSettings) -> None:
+    """A request may ask for at most what the model can write: the
+    reservation and the token limits are sized from it."""
+    if req.max_tokens is not None and req.max_tokens > model.max_output_tokens:
+        param = "max_completion_tokens" if isinstance(req.raw, dict) and "max_completion_tokens" in req.raw \
+            else "max_tokens"
+        raise InvalidRequest(
+            f"{param} is too large: {req.max_tokens}. The model '{model.name}' writes at most "
+            f"{model.max_output_tokens} tokens.", code="invalid_value", param=param)
 
 
 class Pipeline:
@@ -268,6 +281,10 @@ class Pipeline:
             return  # the master key is charged to nobody
         if amount <= 0 and principal.budget_usd is None:
             return  # a model priced at zero needs no balance
+        if amount > MAX_RESERVATION_USD:
+            raise InvalidRequest(
+                f"This request could cost up to {format_usd(amount)} USD, more than any balance can hold; "
+                "ask for fewer tokens (max_tokens) or choices (n).", code="invalid_value", param="max_tokens")
         call.hold = await self.ledger.reserve(
             principal.user_id, amount, key_id=principal.key_id,
             budget_usd=principal.budget_usd, budget_kind=principal.budget_period,
@@ -326,6 +343,7 @@ class Pipeline:
 
     async def chat(self, req: ChatRequest, call: Call) -> ChatResult:
         model = self._resolve(req.model, call)
+        _check_max_tokens(req, model)
         await self._admit(call, model, _admission_tokens(req))
         entry = await self._lookup(call, *req.cache_source)
         if entry is not None:
@@ -358,6 +376,7 @@ class Pipeline:
         before any byte reaches the client is still a plain HTTP error."""
         call.stream = True
         model = self._resolve(req.model, call)
+        _check_max_tokens(req, model)
         await self._admit(call, model, _admission_tokens(req))
         entry = await self._lookup(call, *req.cache_source)
         if entry is not None:

@@ -257,7 +257,12 @@ class Settings(_Strict):
     database_url: str = "sqlite+aiosqlite:///./data/gateway.db"
     redis_url: str | None = None
     master_key: str = ""
-    max_request_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_request_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=1024**3)
+    # A client must send a request's headers within this (slowloris), and
+    # never pause longer than this between two pieces of its body; else the
+    # connection is closed. Like nginx's client_header_timeout and client_body_timeout.
+    http_header_timeout_s: float = Field(default=10, gt=0, le=3600)
+    http_body_timeout_s: float = Field(default=30, gt=0, le=3600)
     # Usage records are written in batches this often (and at shutdown).
     usage_flush_interval_s: float = Field(default=0.25, gt=0, le=300)
     auth: AuthSettings = Field(default_factory=AuthSettings)
@@ -318,7 +323,7 @@ class Settings(_Strict):
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _OVERRIDABLE = ("database_url", "redis_url", "master_key", "max_request_bytes", "usage_flush_interval_s",
-                "environment")
+                "environment", "http_header_timeout_s", "http_body_timeout_s")
 
 MOCK_PROVIDER: dict[str, Any] = {"name": "mock", "kind": "mock"}
 MOCK_MODEL: dict[str, Any] = {

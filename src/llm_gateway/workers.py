@@ -114,3 +114,11 @@ class GatewayWorker(UvicornWorker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config.timeout_graceful_shutdown = drain_seconds(self.cfg.graceful_timeout)
+
+    async def _serve(self) -> None:
+        # The app is loaded by now: its settings give the header and body read timeouts.
+        from llm_gateway.protocol import guarded_protocol
+
+        settings = self.wsgi.state.gateway.settings
+        self.config.http = guarded_protocol(settings.http_header_timeout_s, settings.http_body_timeout_s)
+        await super()._serve()

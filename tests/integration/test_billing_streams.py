@@ -53,7 +53,7 @@ def test_stream_charged_from_provider_usage(money_stack: Stack, include_usage: b
 
 def test_stream_cut_by_client_is_charged_for_what_was_produced(money_stack: Stack) -> None:
     user_id, key = _funded_key(money_stack)
-    body = {"model": "pricey", "stream": True, "max_tokens": 500,
+    body = {"model": "pricey", "stream": True, "max_tokens": 50,
             "messages": [{"role": "user", "content": "fake-error:slowstream"}]}
     with httpx.stream("POST", f"{money_stack.url}/v1/chat/completions", json=body,
                       headers={"authorization": f"Bearer {key}"}, timeout=10) as resp:

@@ -4,12 +4,13 @@ itself, made from a dialect's decoder and encoders (``chat_endpoint``)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from llm_gateway.api.auth import authenticate
@@ -24,6 +25,7 @@ from llm_gateway.providers.base import ChatResult, ChunkOrEvent
 from llm_gateway.state import GatewayState
 from llm_gateway.types import ChatRequest
 
+log = logging.getLogger("llm_gateway.http")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -42,6 +44,19 @@ def call_headers(call: Call | None, rid: str) -> dict[str, str]:
     if call.admission is not None:
         headers.update(call.admission.headers())
     return headers
+
+
+def as_gateway_error(exc: Exception, request: Request) -> GatewayError:
+    """``exc`` as the error the client gets. Anything but a ``GatewayError`` is
+    a bug: logged with its traceback and answered 500 — through the same path
+    as every error, so the request's limits and hold are settled all the same.
+    A client that went away is re-raised: there is no one to answer."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, ClientDisconnect):
+        raise exc
+    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return GatewayError("The gateway failed to handle this request.", code="internal_error")
 
 
 def new_call(request: Request, rid: str, model: str, principal: Principal) -> Call:
@@ -112,12 +127,13 @@ def chat_endpoint(dialect: ChatDialect) -> Callable[[Request], Awaitable[Respons
                 return SSEResponse(dialect.stream(events, req, rid, model),  # type: ignore[return-value]
                                    call_headers(call, rid) | _SSE_HEADERS)
             result = await gw.pipeline.chat(req, call)
-        except GatewayError as exc:
+        except Exception as exc:
+            err = as_gateway_error(exc, request)
             if call is not None:  # (a stream that had started records itself when it ends)
-                gw.pipeline.finish(call, exc.status_code)
+                gw.pipeline.finish(call, err.status_code)
             else:
-                refused(gw, rid, dialect.endpoint, exc.status_code, started)
-            return error(exc, call_headers(call, rid))
+                refused(gw, rid, dialect.endpoint, err.status_code, started)
+            return error(err, call_headers(call, rid))
         body = dialect.body(result, req, rid)
         gw.pipeline.finish(call, 200)
         return JSONBytes(body, headers=cost_headers(call, rid))

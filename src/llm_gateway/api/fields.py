@@ -34,14 +34,22 @@ def opt_number(body: dict[str, Any], key: str, lo: float, hi: float) -> float | 
     return float(v)
 
 
-def opt_int(body: dict[str, Any], key: str, lo: int) -> int | None:
+# No request needs more: an upper bound on every token count a client sends,
+# so that no arithmetic on it (reservations, limits) can leave the 64-bit range.
+MAX_TOKENS = 10_000_000
+
+
+def opt_int(body: dict[str, Any], key: str, lo: int, hi: int = MAX_TOKENS, param: str | None = None) -> int | None:
+    """An optional integer within ``[lo, hi]`` (every number a client sends has a bound)."""
     v = body.get(key)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int):
-        bad_type(key, "an integer")
+        bad_type(param or key, "an integer")
     if v < lo:
-        bad_value(key, f"must be at least {lo}.")
+        bad_value(param or key, f"must be at least {lo}.")
+    if v > hi:
+        bad_value(param or key, f"must be at most {hi}.")
     return v
 
 

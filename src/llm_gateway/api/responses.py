@@ -42,20 +42,26 @@ def request_id(request: Request, ids: RequestIds) -> str:
 async def read_json(request: Request, limit: int) -> Any:
     """The body parsed as JSON; 413 past ``limit`` bytes (checked before reading
     when the client declares a length), 400 ``invalid_json`` when malformed."""
+    from llm_gateway.api.guard import BodyTooLarge
+
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-    if declared is not None and declared.isdigit():
-        body = await request.body()
-    else:
-        chunks = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-            chunks.append(chunk)
-        body = b"".join(chunks)
+    try:
+        # The guard (api/guard.py) stops reading at the app-wide limit; this one may be lower.
+        if declared is not None and declared.isdigit():
+            body = await request.body()
+        else:
+            chunks = []
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+                chunks.append(chunk)
+            body = b"".join(chunks)
+    except BodyTooLarge:
+        raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.") from None
     if len(body) > limit:
         raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
     try:
@@ -91,6 +97,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        from llm_gateway.api.guard import error_bytes
+
         if exc.status_code == 404:
             err: GatewayError = NotFound(f"Unknown path: {request.method} {request.url.path}")
         elif exc.status_code == 405:
@@ -98,9 +106,15 @@ def install_error_handlers(app: FastAPI) -> None:
                 f"Method {request.method} is not allowed on {request.url.path}.",
                 code="method_not_allowed", status=405,
             )
+        elif exc.status_code == 413:
+            err = RequestTooLarge(str(exc.detail))
         else:
             err = InvalidRequest(str(exc.detail), status=exc.status_code, code=None)
-        return error_response(err, dict(exc.headers or {}))
+        headers = err.response_headers() | dict(exc.headers or {})
+        # The body was not read to its end: close rather than parse its rest as the next request.
+        if err.status_code == 413:
+            headers["connection"] = "close"
+        return JSONBytes(error_bytes(request.url.path, err), status_code=err.status_code, headers=headers)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

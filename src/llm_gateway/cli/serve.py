@@ -106,12 +106,14 @@ def _serve(args: argparse.Namespace, graceful: int, count: int) -> int:
     import uvicorn
 
     from llm_gateway.app import create_app
+    from llm_gateway.protocol import guarded_protocol
 
     uvicorn.run(
         # log_config=None: uvicorn's own lines go through the JSON handler too.
         create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
         log_config=None,
-        loop="uvloop", http="httptools", timeout_keep_alive=w.KEEP_ALIVE_S,
+        loop="uvloop", http=guarded_protocol(settings.http_header_timeout_s, settings.http_body_timeout_s),
+        timeout_keep_alive=w.KEEP_ALIVE_S,
         timeout_graceful_shutdown=w.drain_seconds(graceful),
     )
     return 0

@@ -294,6 +294,10 @@ def decode_messages_request(body: Any) -> ChatRequest:
         user = opt_str(_object(body["metadata"], "metadata"), "user_id", "metadata.user_id")
     tool_choice, parallel = _tool_choice(body.get("tool_choice"))
     tools = _tools(body.get("tools"), only)
+    # Numbers only Anthropic reads are bounded all the same.
+    opt_int(body, "top_k", 0)
+    if isinstance(body.get("thinking"), dict):
+        opt_int(body["thinking"], "budget_tokens", 0, param="thinking.budget_tokens")
     if tool_choice is not None and tool_choice.mode in ("required", "named") and not body.get("tools"):
         raise InvalidRequest("tool_choice requires tools.", code="missing_field", param="tools")
     return ChatRequest(

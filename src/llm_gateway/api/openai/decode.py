@@ -37,6 +37,8 @@ _KNOWN_CHAT_FIELDS = frozenset({
     "temperature", "top_p", "stop", "seed", "n", "user", "tools", "tool_choice",
     "parallel_tool_calls", "response_format", "presence_penalty", "frequency_penalty",
 })
+# The largest embedding any provider offers is 3072 wide; this leaves room and bounds the work.
+MAX_DIMENSIONS = 8192
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 
 
@@ -225,12 +227,10 @@ def decode_chat_request(body: Any) -> ChatRequest:
     max_tokens = _opt_int(body, "max_completion_tokens", 1)
     if max_tokens is None:
         max_tokens = _opt_int(body, "max_tokens", 1)
-    n = _opt_int(body, "n", 1)
-    if n is not None and n > 128:
-        _bad_value("n", "must be at most 128.")
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        _bad_type("seed", "an integer")
+    n = _opt_int(body, "n", 1, 128)
+    _opt_bool(body, "logprobs")
+    _opt_int(body, "top_logprobs", 0, 20)
+    seed = _opt_int(body, "seed", -(2**63), 2**63 - 1)
     return ChatRequest(
         model=model,
         messages=messages,
@@ -293,5 +293,5 @@ def decode_embedding_request(body: Any) -> EmbeddingRequest:
         fmt = "base64"
     elif body.get("encoding_format") not in (None, "float"):
         _bad_value("encoding_format", "must be 'float' or 'base64'.")
-    dims = _opt_int(body, "dimensions", 1)
+    dims = _opt_int(body, "dimensions", 1, MAX_DIMENSIONS)
     return EmbeddingRequest(model, inputs, fmt, dims, _opt_str(body, "user"), raw=body)

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from llm_gateway.api.auth import authenticate
-from llm_gateway.api.calls import ChatDialect, chat_endpoint, refused
+from llm_gateway.api.calls import ChatDialect, as_gateway_error, chat_endpoint, refused
 from llm_gateway.api.calls import call_headers as _headers
 from llm_gateway.api.calls import cost_headers as _cost_headers
 from llm_gateway.api.calls import gateway as _gateway
@@ -75,12 +75,13 @@ async def embeddings(request: Request) -> Response:
         req = decode_embedding_request(await read_json(request, gw.settings.max_request_bytes))
         call = _new_call(request, rid, req.model, principal)
         result = await gw.pipeline.embed(req, call)
-    except GatewayError as exc:
+    except Exception as exc:
+        err = as_gateway_error(exc, request)
         if call is not None:
-            gw.pipeline.finish(call, exc.status_code)
+            gw.pipeline.finish(call, err.status_code)
         else:
-            refused(gw, rid, "embeddings", exc.status_code, started)
-        return error_response(exc, _headers(call, rid))
+            refused(gw, rid, "embeddings", err.status_code, started)
+        return error_response(err, _headers(call, rid))
     body = result.body if isinstance(result, RawEmbedding) else orjson.dumps(encode_embedding_response(result))
     gw.pipeline.finish(call, 200)
     return JSONBytes(body, headers=_cost_headers(call, rid))
