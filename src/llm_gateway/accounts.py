@@ -52,7 +52,9 @@ MAX_ID = 64
 # What ``valid_email`` accepts, for the OpenAPI document and a first check: one
 # "@", something either side, no spaces or control characters (spaces around
 # the address are trimmed).
-EMAIL_PATTERN = r"^\s*[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\s*$"
+EMAIL_PATTERN = r"^\s*[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+\s*$"
+# What an address may not hold: exactly what EMAIL_PATTERN (the documented rule) refuses.
+_EMAIL_BAD_CHAR = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 
 
@@ -87,7 +89,7 @@ def valid_email(value: str) -> str:
     local, at, domain = value.partition("@")
     if not at or not local or not domain or "@" in domain:
         raise ValueError("must be an email address like name@example.com")
-    if any(c.isspace() or not c.isprintable() for c in value):
+    if _EMAIL_BAD_CHAR.search(value):
         raise ValueError("must not contain spaces or control characters")
     if len(value) > MAX_EMAIL:
         raise ValueError(f"must be at most {MAX_EMAIL} characters")
@@ -104,6 +106,9 @@ def decimal_text(value: Any) -> Any:
         value = value.strip()
         if not re.fullmatch(DECIMAL_PATTERN, value, flags=re.ASCII):
             raise ValueError('must be a decimal number of ASCII digits, such as "10.00"')
+    elif isinstance(value, float) and not value.is_integer():
+        # A binary float is not an amount of money: 0.1 is not 0.1.
+        raise ValueError('must be a decimal string such as "10.25" (a JSON number must be a whole number)')
     return value
 
 
@@ -122,7 +127,15 @@ Email = Annotated[str, Field(strict=True, min_length=3, max_length=MAX_EMAIL, pa
 Password = Annotated[str, Field(strict=True, min_length=PASSWORD_MIN, max_length=PASSWORD_MAX),
                      AfterValidator(_text)]
 KeyName = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_NAME), AfterValidator(_text)]
-PerMinute = Annotated[int, Field(strict=True, ge=1, le=MAX_PER_MINUTE)]
+def _whole_number(value: Any) -> Any:
+    """JSON has one number type: 60.0 is the integer 60 (as JSON Schema
+    says), while "60", true or 60.5 stay refused by the strict int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+PerMinute = Annotated[int, Field(strict=True, ge=1, le=MAX_PER_MINUTE), BeforeValidator(_whole_number)]
 ModelName = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_NAME), AfterValidator(_model_name)]
 ModelList = Annotated[list[ModelName], Field(max_length=MAX_MODELS)]
 Role = Literal["user", "admin"]

@@ -19,7 +19,7 @@ from tests.conftest import AUTH, Stack
 USER_FIELDS = {"id", "object", "email", "role", "is_active", "rpm", "tpm", "allowed_models", "balance_usd",
                "created_at", "updated_at"}
 KEY_FIELDS = {"id", "object", "name", "prefix", "user_id", "allowed_models", "rpm", "tpm", "budget_usd",
-              "budget_period", "expires_at", "revoked_at", "last_used_at", "created_at"}
+              "budget_period", "budget_key_id", "expires_at", "revoked_at", "last_used_at", "created_at"}
 HI = [{"role": "user", "content": "hi"}]
 
 
@@ -278,9 +278,9 @@ def test_key_options_round_trip(db_stack: Stack) -> None:
     assert key["allowed_models"] == ["mock"] and key["rpm"] == 5 and key["tpm"] == 500
     assert key["budget_usd"] == "12.500000" and key["budget_period"] == "month"
     assert datetime.fromisoformat(key["expires_at"].replace("Z", "+00:00")) == expires  # naive means UTC
-    numeric = new_key(db_stack, user["id"], budget_usd=0.25, budget_period="day",
+    numeric = new_key(db_stack, user["id"], budget_usd=3, budget_period="day",
                       expires_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat())
-    assert numeric["budget_usd"] == "0.250000"
+    assert numeric["budget_usd"] == "3.000000"  # a whole JSON number; a fractional one is a float, refused
 
 
 @pytest.mark.parametrize(("body", "param"), [
@@ -294,6 +294,7 @@ def test_key_options_round_trip(db_stack: Stack) -> None:
     ({"name": "k", "budget_usd": "lots", "budget_period": "day"}, "budget_usd"),
     ({"name": "k", "budget_usd": "NaN", "budget_period": "day"}, "budget_usd"),
     ({"name": "k", "budget_usd": "1e30", "budget_period": "day"}, "budget_usd"),
+    ({"name": "k", "budget_usd": 0.25, "budget_period": "day"}, "budget_usd"),
     ({"name": "k", "budget_usd": "5", "budget_period": "week"}, "budget_period"),
     ({"name": "k", "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
     ({"name": "k", "expires_at": "next tuesday"}, "expires_at"),

@@ -73,7 +73,11 @@ def test_credit_then_replay_then_conflict(db_stack: Stack) -> None:
     assert body["transaction_id"].startswith("txn_") and body["balance_usd"] == "10.000000"
     assert body["kind"] == "credit" and body["amount_usd"] == "10.000000"
 
-    more = credit(db_stack, user["id"], 2.5)  # a JSON number works too
+    # A fractional JSON number is a binary float, not money: a decimal string is (a whole number is too).
+    fraction = credit(db_stack, user["id"], 2.5)
+    assert fraction.status_code == 400 and fraction.json()["error"]["param"] == "amount_usd"
+    assert "decimal string" in fraction.json()["error"]["message"]
+    more = credit(db_stack, user["id"], "2.5")
     assert more.status_code == 201 and more.json()["balance_usd"] == "12.500000"
 
     replay = credit(db_stack, user["id"], "10.00", key="order-1")

@@ -176,7 +176,7 @@ def _fix_operation(method: str, path: str, operation: dict[str, Any], secured: b
 # ``_email``, ``_model_name``, ``storable``): text without NUL, an email with
 # one "@" and no spaces or control characters, a model name that is not blank.
 _NO_NUL = "^[^\\x00]*$"
-EMAIL_PATTERN = "^[^@\\s\\x00-\\x1f\\x7f]+@[^@\\s\\x00-\\x1f\\x7f]+$"
+EMAIL_PATTERN = "^[^@\\s\\x00-\\x1f\\x7f-\\x9f]+@[^@\\s\\x00-\\x1f\\x7f-\\x9f]+$"
 _MODEL_NAME_PATTERN = "^[^\\x00]*[^\\s\\x00][^\\x00]*$"
 _FIELD_PATTERNS: dict[str, str] = {
     "email": EMAIL_PATTERN,
@@ -210,14 +210,25 @@ _QUERY: dict[str, dict[str, Any]] = {
     "to": _ISO_DATE,
 }
 
-# ``amount_usd``: a decimal string (or a JSON number) of at most 9 decimals,
-# within ±1e9 USD, not zero (billing.NewCredit). Pydantic writes its bounds
-# as strings, which no validator reads.
+# ``amount_usd``: a decimal string of at most 9 decimals (or a whole JSON
+# number), within ±1e9 USD, not zero (billing.NewCredit); ``budget_usd``
+# likewise but above zero (accounts.NewKey). Pydantic writes its bounds as
+# strings, which no validator reads.
 _AMOUNT_USD: dict[str, Any] = {
     "description": 'USD as a decimal string such as "10.00"; negative for an adjustment; not zero',
     "anyOf": [
-        {"type": "string", "pattern": "^-?[0-9]{1,10}(\\.[0-9]{1,9})?$", "not": {"pattern": "^-?0*(\\.0*)?$"}},
-        {"type": "number", "minimum": -1_000_000_000, "maximum": 1_000_000_000, "not": {"const": 0}},
+        {"type": "string", "pattern": "^-?([0-9]{1,9}(\\.[0-9]{1,9})?|1000000000(\\.0{1,9})?)$",
+         "not": {"pattern": "^-?0*(\\.0*)?$"}},
+        {"type": "integer", "minimum": -1_000_000_000, "maximum": 1_000_000_000, "not": {"const": 0}},
+    ],
+}
+_BUDGET_USD: dict[str, Any] = {
+    "description": 'USD per budget_period as a decimal string such as "5.00"',
+    "anyOf": [
+        {"type": "string", "pattern": "^([0-9]{1,9}(\\.[0-9]{1,9})?|1000000000(\\.0{1,9})?)$",
+         "not": {"pattern": "^0*(\\.0*)?$"}},
+        {"type": "integer", "minimum": 1, "maximum": 1_000_000_000},
+        {"type": "null"},
     ],
 }
 
@@ -235,6 +246,9 @@ def _constrain(schemas: dict[str, Any]) -> None:
     credit = schemas.get("NewCredit", {}).get("properties", {})
     if "amount_usd" in credit:
         credit["amount_usd"] = copy.deepcopy(_AMOUNT_USD)
+    key = schemas.get("NewKey", {}).get("properties", {})
+    if "budget_usd" in key:
+        key["budget_usd"] = copy.deepcopy(_BUDGET_USD)
     changes = schemas.get("UserChanges", {}).get("properties", {})
     for field in ("email", "role", "is_active"):  # may be left out, but not null
         branches = changes.get(field, {}).get("anyOf")

@@ -88,6 +88,18 @@ def _plain_message(error: Mapping[str, Any], field: str | None) -> str:
     return msg
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path (Starlette names only the
+    first matching route's, e.g. GET without the PATCH of another route)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        regex, taken = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and taken and regex.match(path):
+            methods |= taken
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves in SPEC §4's shape; never a traceback."""
 
@@ -110,7 +122,9 @@ def install_error_handlers(app: FastAPI) -> None:
             err = RequestTooLarge(str(exc.detail))
         else:
             err = InvalidRequest(str(exc.detail), status=exc.status_code, code=None)
-        headers = err.response_headers() | dict(exc.headers or {})
+        headers = err.response_headers() | {k.lower(): v for k, v in (exc.headers or {}).items()}
+        if err.status_code == 405:
+            headers["allow"] = _allowed_methods(request)
         # The body was not read to its end: close rather than parse its rest as the next request.
         if err.status_code == 413:
             headers["connection"] = "close"
