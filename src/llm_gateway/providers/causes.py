@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -97,17 +98,23 @@ def http_status(status: int, body: bytes) -> str:
     return f"HTTP {status}: {message}" if message else f"HTTP {status}"
 
 
+def error_document(body: bytes) -> dict[str, Any] | None:
+    """A provider's error body as a JSON object, if it is one."""
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        data = data[0]  # Gemini sometimes wraps the error in a list
+    return data if isinstance(data, dict) else None
+
+
 def provider_message(body: bytes) -> str:
     """The message of an OpenAI, Anthropic or Gemini error body, else the
     body's text; whitespace folded, at most ``MAX_MESSAGE`` characters."""
     text: str | None = None
-    try:
-        data = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        data = None
-    if isinstance(data, list) and data and isinstance(data[0], dict):
-        data = data[0]  # Gemini sometimes wraps the error in a list
-    if isinstance(data, dict):
+    data = error_document(body)
+    if data is not None:
         err = data.get("error")
         if isinstance(err, dict) and isinstance(err.get("message"), str):
             text = err["message"]

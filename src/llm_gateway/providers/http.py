@@ -191,13 +191,8 @@ def error_from_response(
     message: str | None = None
     code: str | None = None
     param: str | None = None
-    try:
-        data = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        data = None
-    if isinstance(data, list) and data and isinstance(data[0], dict):
-        data = data[0]  # Gemini sometimes wraps the error in a list
-    if isinstance(data, dict):
+    data = causes.error_document(body)
+    if data is not None:
         err = data.get("error")
         if isinstance(err, dict):
             if isinstance(err.get("message"), str):
