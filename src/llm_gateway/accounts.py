@@ -30,7 +30,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from llm_gateway.auth.passwords import MAX_LENGTH as PASSWORD_MAX
 from llm_gateway.auth.passwords import MIN_LENGTH as PASSWORD_MIN
 from llm_gateway.auth.passwords import hash_password
-from llm_gateway.billing.ledger import budget_period
 from llm_gateway.billing.pricing import format_usd
 from llm_gateway.db import keys as key_repo
 from llm_gateway.db import users as user_repo
@@ -296,15 +295,15 @@ def _wider(param: str, why: str) -> PermissionDenied:
     return PermissionDenied(f"{why}, so a key it makes cannot allow more.", code="exceeds_calling_key", param=param)
 
 
-def within_calling_key(spec: NewKey, caller: ApiKey, spent: Decimal) -> NewKey:
+def within_calling_key(spec: NewKey, caller: ApiKey, budgets: Sequence[key_repo.Budget]) -> NewKey:
     """A key that a key makes (``POST /me/keys``) may narrow its maker's
     restrictions, never widen them; what it leaves out, it inherits. Else 403
-    naming the field. ``spent``: what the maker's budget has spent and holds
-    in the current period.
+    naming the field. ``budgets``: those the maker's spend counts against.
 
-    A budget is the key's own, in the maker's period, at most what the maker
-    has left of its budget in this period (not shared: each key's spend is
-    counted apart)."""
+    The budget is not copied: the new key shares the maker's (``budget_key_id``,
+    set by ``create_key``), so that every key a key makes spends from the
+    same budget. A budget asked for is the new key's own, narrower one,
+    checked too: in the maker's period and at most the maker's budget."""
     changes: dict[str, Any] = {}
     for field, unit in (("rpm", "requests"), ("tpm", "tokens")):
         ceiling, asked = getattr(caller, field), getattr(spec, field)
@@ -319,40 +318,52 @@ def within_calling_key(spec: NewKey, caller: ApiKey, spent: Decimal) -> NewKey:
             changes["expires_at"] = caller.expires_at
         elif spec.expires_at > caller.expires_at:
             raise _wider("expires_at", f"The calling key expires at {caller.expires_at.isoformat()}")
-    if caller.budget_usd is not None:
-        left = max(Decimal(0), caller.budget_usd - spent)
-        if spec.budget_usd is None:
-            changes |= {"budget_usd": left, "budget_period": caller.budget_period}
-        elif spec.budget_period != caller.budget_period:
-            raise _wider("budget_period", f"The calling key's budget is per {caller.budget_period}")
-        elif spec.budget_usd > left:
-            raise _wider("budget_usd", f"The calling key has {format_usd(left)} USD of its budget left "
-                                       f"this {caller.budget_period}")
+    if budgets and spec.budget_usd is not None:
+        tightest = min(budgets, key=lambda b: b.budget_usd)
+        if spec.budget_period != tightest.period:
+            raise _wider("budget_period", f"The calling key's budget is per {tightest.period}")
+        if spec.budget_usd > tightest.budget_usd:
+            raise _wider("budget_usd", f"The calling key may spend at most {format_usd(tightest.budget_usd)} "
+                                       f"USD a {tightest.period}")
+        if len(budgets) >= key_repo.MAX_BUDGETS:
+            raise InvalidRequest(
+                f"The calling key already counts against {len(budgets)} budgets, the most a key may: leave out "
+                "budget_usd and budget_period to share its budget.", code="invalid_value", param="budget_usd")
     return spec.model_copy(update=changes)
 
 
-async def narrow_for_caller(session: AsyncSession, spec: NewKey, user: User, caller_key_id: str | None) -> NewKey:
+def shared_budget_key(caller: ApiKey) -> str | None:
+    """The key whose budget a key made by ``caller`` shares: the caller, if it
+    has a budget, else the one the caller shares."""
+    return caller.id if caller.budget_usd is not None else caller.budget_key_id
+
+
+async def narrow_for_caller(
+    session: AsyncSession, spec: NewKey, user: User, caller_key_id: str | None
+) -> tuple[NewKey, str | None]:
     """The key a user asks for themselves: within the user's models and, when
-    the caller is an API key, within that key's restrictions. A caller signed
-    in with a token (not a key) has no key restrictions to pass on."""
+    the caller is an API key, within that key's restrictions; and the key
+    whose budget it shares (``budget_key_id``). A caller signed in with a
+    token (not a key) has no key restrictions to pass on."""
     caller = await key_repo.get_key(session, caller_key_id) if caller_key_id is not None else None
     models = narrow_models(spec.allowed_models, user.allowed_models,
                            caller.allowed_models if caller is not None else None)
     spec = spec.model_copy(update={"allowed_models": models})
     if caller is None:
-        return spec
-    spent = Decimal(0)
-    if caller.budget_usd is not None and caller.budget_period is not None:
-        spent = await key_repo.period_spend(session, caller.id, budget_period(caller.budget_period, utcnow()))
-    return within_calling_key(spec, caller, spent)
+        return spec, None
+    budgets = await key_repo.budget_chain(session, caller.id) if shared_budget_key(caller) is not None else []
+    return within_calling_key(spec, caller, budgets), shared_budget_key(caller)
 
 
-async def create_key(session: AsyncSession, user: User, spec: NewKey) -> tuple[ApiKey, str]:
-    """A new key for ``user`` and its plaintext, which is shown only once."""
+async def create_key(
+    session: AsyncSession, user: User, spec: NewKey, *, budget_key_id: str | None = None
+) -> tuple[ApiKey, str]:
+    """A new key for ``user`` and its plaintext, which is shown only once.
+    ``budget_key_id``: the key whose budget its spend also counts against."""
     return await key_repo.create_key(
         session, user_id=user.id, name=spec.name, allowed_models=spec.allowed_models,
         rpm=spec.rpm, tpm=spec.tpm, budget_usd=spec.budget_usd, budget_period=spec.budget_period,
-        expires_at=spec.expires_at,
+        expires_at=spec.expires_at, budget_key_id=budget_key_id,
     )
 
 

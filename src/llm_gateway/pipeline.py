@@ -279,7 +279,7 @@ class Pipeline:
         principal = call.principal
         if principal.user_id is None:
             return  # the master key is charged to nobody
-        if amount <= 0 and principal.budget_usd is None:
+        if amount <= 0 and principal.budget_usd is None and not principal.shared_budgets:
             return  # a model priced at zero needs no balance
         if amount > MAX_RESERVATION_USD:
             raise InvalidRequest(
@@ -288,6 +288,7 @@ class Pipeline:
         call.hold = await self.ledger.reserve(
             principal.user_id, amount, key_id=principal.key_id,
             budget_usd=principal.budget_usd, budget_kind=principal.budget_period,
+            shared_budgets=principal.shared_budgets,
         )
 
     async def _settle(self, call: Call) -> None:

@@ -138,9 +138,10 @@ def test_no_escalation(db_stack: Stack) -> None:
 
 
 def test_a_key_made_by_a_key_inherits_its_restrictions(db_stack: Stack) -> None:
-    """Budget, rpm, tpm, expiry and models pass from the calling key to the
-    key it makes: left out, they are inherited; narrower is fine; wider is a
-    403 naming the field."""
+    """Rpm, tpm, expiry and models pass from the calling key to the key it
+    makes: left out, they are inherited; narrower is fine; wider is a 403
+    naming the field. The budget is shared, not copied (budget_key_id); a
+    budget of the key's own may only be narrower."""
     user = new_user(db_stack)
     expires = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
     parent = new_key(db_stack, user["id"], rpm=10, tpm=1000, budget_usd="5", budget_period="day",
@@ -151,10 +152,11 @@ def test_a_key_made_by_a_key_inherits_its_restrictions(db_stack: Stack) -> None:
 
     child = mint({})
     assert child.status_code == 201, child.text
-    inherited = {f: child.json()[f] for f in ("rpm", "tpm", "budget_usd", "budget_period", "expires_at",
-                                               "allowed_models")}
+    inherited = {f: child.json()[f] for f in ("rpm", "tpm", "expires_at", "allowed_models")}
     assert inherited == {f: parent[f] for f in inherited}
     assert datetime.fromisoformat(child.json()["expires_at"]) == expires
+    assert (child.json()["budget_usd"], child.json()["budget_period"]) == (None, None)
+    assert child.json()["budget_key_id"] == parent["id"] and parent["budget_key_id"] is None
 
     later = (expires + timedelta(seconds=1)).isoformat()
     wider: list[tuple[dict[str, Any], str]] = [
@@ -174,10 +176,21 @@ def test_a_key_made_by_a_key_inherits_its_restrictions(db_stack: Stack) -> None:
                    "allowed_models": ["mock"]})
     assert narrow.status_code == 201, narrow.text
     assert (narrow.json()["rpm"], narrow.json()["tpm"], narrow.json()["budget_usd"]) == (5, 10, "2.000000")
+    assert narrow.json()["budget_key_id"] == parent["id"]
     # The grandchild of a narrow child is held to the child, not to the parent.
-    resp = call(db_stack, "POST", "/me/keys", {"name": "g", "rpm": 6}, headers=bearer(narrow.json()["key"]))
+    for body, param in (({"rpm": 6}, "rpm"), ({"budget_usd": "2.5", "budget_period": "day"}, "budget_usd")):
+        resp = call(db_stack, "POST", "/me/keys", {"name": "g"} | body, headers=bearer(narrow.json()["key"]))
+        assert_error(resp, 403, "exceeds_calling_key")
+        assert resp.json()["error"]["param"] == param
+    grandchild = call(db_stack, "POST", "/me/keys", {"name": "g"}, headers=bearer(narrow.json()["key"]))
+    assert grandchild.status_code == 201 and grandchild.json()["budget_key_id"] == narrow.json()["id"]
+    # A key without a budget of its own passes on the budget it shares.
+    resp = call(db_stack, "POST", "/me/keys", {"name": "gg"}, headers=bearer(child.json()["key"]))
+    assert resp.status_code == 201 and resp.json()["budget_key_id"] == parent["id"], resp.text
+    resp = call(db_stack, "POST", "/me/keys", {"name": "gg", "budget_usd": "1", "budget_period": "month"},
+                headers=bearer(child.json()["key"]))
     assert_error(resp, 403, "exceeds_calling_key")
-    assert resp.json()["error"]["param"] == "rpm"
+    assert resp.json()["error"]["param"] == "budget_period"
 
     # A caller signed in with a token is no key: it has no key restrictions to pass on.
     email = unique_email("jwt-parent")
@@ -189,7 +202,9 @@ def test_a_key_made_by_a_key_inherits_its_restrictions(db_stack: Stack) -> None:
     assert free.json()["budget_usd"] is None and free.json()["expires_at"] is None and free.json()["rpm"] == 1000
 
 
-def test_a_minted_budget_is_at_most_what_the_calling_key_has_left(db_stack: Stack) -> None:
+def test_a_minted_key_shares_the_calling_keys_budget(db_stack: Stack) -> None:
+    """A key's own budget is at most its maker's budget (not what is left of
+    it: what it spends counts against its maker's budget anyway)."""
     user = new_user(db_stack)
     assert call(db_stack, "POST", f"/admin/users/{user['id']}/credits", {"amount_usd": "50"}).status_code == 201
     parent = new_key(db_stack, user["id"], budget_usd="5", budget_period="month")
@@ -197,14 +212,17 @@ def test_a_minted_budget_is_at_most_what_the_calling_key_has_left(db_stack: Stac
     spent = -sum(Decimal(r["amount_usd"]) for r in call(
         db_stack, "GET", f"/admin/users/{user['id']}/transactions").json()["data"] if r["kind"] == "charge")
     assert spent > 0
-    left = Decimal(5) - spent
-    resp = call(db_stack, "POST", "/me/keys", {"name": "all", "budget_usd": "5", "budget_period": "month"},
+    resp = call(db_stack, "POST", "/me/keys", {"name": "more", "budget_usd": "5.01", "budget_period": "month"},
                 headers=bearer(parent["key"]))
     assert_error(resp, 403, "exceeds_calling_key")
     assert resp.json()["error"]["param"] == "budget_usd"
+    whole = call(db_stack, "POST", "/me/keys", {"name": "all", "budget_usd": "5", "budget_period": "month"},
+                 headers=bearer(parent["key"]))
+    assert whole.status_code == 201, whole.text
+    assert (whole.json()["budget_usd"], whole.json()["budget_key_id"]) == ("5.000000", parent["id"])
     child = call(db_stack, "POST", "/me/keys", {"name": "rest"}, headers=bearer(parent["key"]))
     assert child.status_code == 201, child.text
-    assert Decimal(child.json()["budget_usd"]) == left and child.json()["budget_period"] == "month"
+    assert (child.json()["budget_usd"], child.json()["budget_key_id"]) == (None, parent["id"])
 
 
 def test_me_with_a_jwt(db_stack: Stack) -> None:

@@ -146,3 +146,60 @@ def test_sweeper_releases_expired_holds(db_url: str) -> None:
         await db.aclose()
 
     asyncio.run(run())
+
+
+def test_a_key_family_shares_its_budgets(db_url: str) -> None:
+    """Keys minted from a budgeted key spend from its budget together: a hold
+    counts in the key's own budget and in every one it shares, settling and
+    sweeping release them all, and each charge still names its own key."""
+    async def run() -> None:
+        db, ledger, uid = await _setup(db_url)
+        async with db.session() as session:
+            root, _ = await key_repo.create_key(session, user_id=uid, name="root", budget_usd=Decimal("1"),
+                                                budget_period="day")
+            narrow, _ = await key_repo.create_key(session, user_id=uid, name="narrow", budget_usd=Decimal("0.5"),
+                                                  budget_period="day", budget_key_id=root.id)
+            plain, _ = await key_repo.create_key(session, user_id=uid, name="plain", budget_key_id=root.id)
+            leaf, _ = await key_repo.create_key(session, user_id=uid, name="leaf", budget_key_id=narrow.id)
+            shared = {k.id: [(b.key_id, b.budget_usd) for b in await key_repo.budget_chain(session, k.budget_key_id)]
+                      for k in (narrow, plain, leaf) if k.budget_key_id is not None}
+        assert shared[leaf.id] == [(narrow.id, Decimal("0.5")), (root.id, Decimal("1"))]
+        await ledger.credit(uid, Decimal("100"))
+        keys = [narrow, plain, leaf]
+
+        async def one(i: int) -> tuple[str, Decimal] | None:
+            key = keys[i % len(keys)]
+            try:
+                hold = await ledger.reserve(uid, Decimal("0.1"), key_id=key.id, budget_usd=key.budget_usd,
+                                            budget_kind="day", shared_budgets=shared[key.id])
+            except InsufficientQuota as exc:
+                assert exc.code == "budget_exceeded"
+                return None
+            return key.id, await ledger.settle(hold, Decimal("0.09"), f"f{i}")
+
+        results = [r for r in await asyncio.gather(*(one(i) for i in range(60))) if r is not None]
+        spent = {k.id: sum((c for kid, c in results if kid == k.id), Decimal(0)) for k in keys}
+        assert sum(spent.values()) <= Decimal("1") and spent[narrow.id] + spent[leaf.id] <= Decimal("0.5")
+        assert len(results) >= 5
+        async with db.engine.connect() as conn:
+            rows = {kid: (int(s), int(r)) for kid, s, r in await conn.execute(
+                text("SELECT key_id, spent_usd, reserved_usd FROM key_spend"))}
+            charged = {kid: -int(a) for kid, a in await conn.execute(text(
+                "SELECT key_id, SUM(amount_usd) FROM ledger_entries WHERE kind = 'charge' GROUP BY key_id"))}
+        nanos = {k: int(v * 1_000_000_000) for k, v in spent.items()}
+        assert rows == {root.id: (sum(nanos.values()), 0), narrow.id: (nanos[narrow.id] + nanos[leaf.id], 0)}
+        assert charged == {k: v for k, v in nanos.items() if v}  # each charge names the key that spent it
+
+        # A hold its process never settled is released from every budget it held.
+        stale = Ledger(db, reservation_ttl_s=-1)
+        await stale.reserve(uid, Decimal("0.05"), key_id=leaf.id, budget_kind="day", shared_budgets=shared[leaf.id])
+        async with db.engine.connect() as conn:
+            assert {int(r) for (r,) in await conn.execute(text("SELECT reserved_usd FROM key_spend"))} == {50_000_000}
+        assert await stale.sweep() == 1
+        async with db.engine.connect() as conn:
+            assert {int(r) for (r,) in await conn.execute(text("SELECT reserved_usd FROM key_spend"))} == {0}
+        assert (await _totals(db, uid))[1] == 0
+        stale.close()
+        await db.aclose()
+
+    asyncio.run(run())

@@ -17,6 +17,8 @@ import httpx
 import pytest
 import yaml
 
+from llm_gateway.db import migrate
+
 CONFIG = {
     "providers": [{"name": "openai", "kind": "openai", "api_base": "http://127.0.0.1:9/v1", "api_key": "sk-test"}],
     "models": [
@@ -82,6 +84,6 @@ def test_start_up_log(tmp_path: Path, config: Path) -> None:
 
     assert not any(r["logger"].startswith("alembic") for r in records), out
     assert not any("setup plugin" in m or "Context impl" in m for m in messages), out
-    assert [m for m in messages if "schema" in m] == ["database schema upgraded from (empty) to 0002_billing"]
+    assert [m for m in messages if "schema" in m] == [f"database schema upgraded from (empty) to {migrate.HEAD}"]
 
     assert any(m.startswith(f"Listening at: http://127.0.0.1:{port} (") for m in messages), out

@@ -49,11 +49,12 @@ async def list_keys(
 @router.post("/keys", status_code=201, response_model=KeyCreated)
 async def create_key(body: NewKey, principal: CurrentPrincipal, session: Session) -> KeyCreated:
     """A key made with a key inherits that key's restrictions (models, rpm,
-    tpm, budget, expiry): it may narrow them, never widen them (403 naming the
-    field)."""
+    tpm, expiry): it may narrow them, never widen them (403 naming the
+    field). It shares that key's budget; one it asks for is its own, checked
+    too."""
     user = await _user(principal, session)
-    spec = await accounts.narrow_for_caller(session, body, user, principal.key_id)
-    return KeyCreated.created(*await accounts.create_key(session, user, spec))
+    spec, budget_key_id = await accounts.narrow_for_caller(session, body, user, principal.key_id)
+    return KeyCreated.created(*await accounts.create_key(session, user, spec, budget_key_id=budget_key_id))
 
 
 @router.get("/keys/{key_id}", response_model=KeyOut)

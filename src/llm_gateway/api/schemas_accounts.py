@@ -47,6 +47,9 @@ class KeyOut(BaseModel):
     tpm: int | None
     budget_usd: str | None
     budget_period: str | None
+    # The key whose budget this one shares (a key minted by a key): its spend
+    # counts against that budget too. ``budget_usd`` is then its own, if any.
+    budget_key_id: str | None
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
@@ -57,7 +60,8 @@ class KeyOut(BaseModel):
         return cls(
             id=key.id, name=key.name, prefix=key.prefix, user_id=key.user_id, allowed_models=key.allowed_models,
             rpm=key.rpm, tpm=key.tpm, budget_usd=format_usd(key.budget_usd) if key.budget_usd is not None else None,
-            budget_period=key.budget_period, expires_at=key.expires_at, revoked_at=key.revoked_at,
+            budget_period=key.budget_period, budget_key_id=key.budget_key_id, expires_at=key.expires_at,
+            revoked_at=key.revoked_at,
             last_used_at=key.last_used_at, created_at=key.created_at,
         )
 

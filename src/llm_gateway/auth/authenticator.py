@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -85,7 +85,10 @@ class DatabaseUnavailable(GatewayError):
     default_code = "database_unavailable"
 
 
-def user_principal(user: User, key: ApiKey | None = None) -> Principal:
+def user_principal(user: User, key: ApiKey | None = None, shared: Sequence[key_repo.Budget] = ()) -> Principal:
+    """``shared``: the budgets of the keys ``key`` was minted from (its
+    ``budget_key_id`` and up), which its spend counts against too."""
+    period = key.budget_period if key is not None and key.budget_usd is not None else None
     return Principal(
         kind="key" if key is not None else "user",
         role="admin" if user.role == "admin" else "user",
@@ -98,7 +101,8 @@ def user_principal(user: User, key: ApiKey | None = None) -> Principal:
         key_rpm=key.rpm if key is not None else None,
         key_tpm=key.tpm if key is not None else None,
         budget_usd=key.budget_usd if key is not None else None,
-        budget_period=key.budget_period if key is not None else None,
+        budget_period=period or (shared[0].period if shared else None),
+        shared_budgets=tuple((b.key_id, b.budget_usd) for b in shared),
         expires_at=key.expires_at if key is not None else None,
     )
 
@@ -185,6 +189,10 @@ class Authenticator:
             async with self.db.session() as session:
                 row = await key_repo.resolve(session, digest)
                 master = row is None and self.stored_master and await is_stored_master_key(session, digest)
+                # A key minted by a key shares its ancestors' budgets: read
+                # once here, then cached with the key like everything else.
+                budget_key_id = row[0].budget_key_id if row is not None else None
+                shared = await key_repo.budget_chain(session, budget_key_id) if budget_key_id is not None else []
         except Exception as exc:
             log.error("key lookup failed: %s", type(exc).__name__)
             raise DatabaseUnavailable("The gateway cannot reach its database.") from None
@@ -197,7 +205,7 @@ class Authenticator:
             return Refusal("This API key has been revoked."), user.id
         if not user.is_active:
             return Refusal("This account is disabled."), user.id
-        return user_principal(user, key), user.id
+        return user_principal(user, key, shared), user.id
 
     async def _jwt(self, token: str) -> Principal:
         try:

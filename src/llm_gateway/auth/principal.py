@@ -14,7 +14,12 @@ from llm_gateway.errors import PermissionDenied
 class Principal:
     """``kind``: ``master`` (the master key: admin, charged to nobody),
     ``key`` (a user's API key) or ``user`` (a JWT). ``allowed_models`` is the
-    intersection of the user's and the key's lists; ``None`` allows all."""
+    intersection of the user's and the key's lists; ``None`` allows all.
+
+    ``budget_usd`` is the key's own budget; ``shared_budgets`` are the
+    budgets of the keys it was minted from, as (key id, USD), nearest first,
+    which its spend counts against too; ``budget_period`` is the period of
+    all of them (a minted key's budget is always in its maker's period)."""
 
     kind: Literal["master", "key", "user"]
     role: Literal["admin", "user"]
@@ -28,6 +33,7 @@ class Principal:
     key_tpm: int | None = None
     budget_usd: Decimal | None = None
     budget_period: str | None = None
+    shared_budgets: tuple[tuple[str, Decimal], ...] = ()
     expires_at: datetime | None = None
 
     @property

@@ -10,6 +10,10 @@ IMMEDIATE`` transactions on one writer thread (SQLite, ``sqlite_money``):
   it fits, a charge never exceeds what is free plus its own reservation.
 - ``balance_usd`` equals the sum of the user's ledger entries.
 - A budgeted key's spend plus open reservations never exceed its budget.
+  A key's spend counts in its own budget's row and in those of the keys it
+  was minted from (``shared_budgets``), so a budget binds a key together
+  with every key it made; a hold records them all (``key_id`` and
+  ``shared_key_ids``) so that settling and sweeping release the same rows.
 
 On PostgreSQL a request costs two round trips for money: one statement to
 reserve, one to settle (release, charge, record the ledger entry). Keys with
@@ -18,6 +22,7 @@ a budget add a short transaction at reservation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
@@ -60,7 +65,7 @@ class Hold:
 
     id: str
     user_id: str
-    key_id: str | None
+    key_id: str | None  # the key that made the request (its ledger row names it)
     period: str | None
     amount_nanos: int
 
@@ -80,7 +85,10 @@ def _insufficient() -> InsufficientQuota:
     )
 
 
-def _budget_exceeded() -> InsufficientQuota:
+def _budget_exceeded(shared: bool) -> InsufficientQuota:
+    if shared:
+        return InsufficientQuota("This API key, or a key it was made with, has reached its budget for the period "
+                                 "(a key made by a key shares its budget).", code="budget_exceeded")
     return InsufficientQuota("This API key has reached its budget for the period.", code="budget_exceeded")
 
 
@@ -109,7 +117,7 @@ RETURNING id
 
 _PG_SETTLE = text("""
 WITH r AS (
-    DELETE FROM reservations WHERE id = :rid RETURNING amount_usd, key_id, period),
+    DELETE FROM reservations WHERE id = :rid RETURNING amount_usd, key_id, period, shared_key_ids),
 held AS (SELECT COALESCE(SUM(amount_usd), 0) AS amt FROM r),
 cur AS (SELECT balance_usd, reserved_usd FROM users WHERE id = :uid FOR UPDATE),
 ch AS (
@@ -122,7 +130,8 @@ upd AS (
 ks AS (
     UPDATE key_spend SET spent_usd = key_spend.spent_usd + upd.charged,
                          reserved_usd = key_spend.reserved_usd - r.amount_usd
-    FROM r, upd WHERE key_spend.key_id = r.key_id AND key_spend.period = r.period),
+    FROM r, upd WHERE key_spend.period = r.period AND key_spend.key_id = ANY(
+        array_prepend(r.key_id, string_to_array(COALESCE(r.shared_key_ids, ''), ' ')))),
 led AS (
     INSERT INTO ledger_entries (id, user_id, kind, amount_usd, balance_after_usd, request_id, key_id, created_at)
     SELECT :lid, :uid, 'charge', -upd.charged, upd.balance_after, :req, :kid, :now FROM upd WHERE upd.charged > 0)
@@ -152,15 +161,27 @@ class Ledger:
     async def reserve(
         self, user_id: str, amount: Decimal, *, key_id: str | None = None,
         budget_usd: Decimal | None = None, budget_kind: str | None = None,
+        shared_budgets: Sequence[tuple[str, Decimal]] = (),
     ) -> Hold:
-        """Hold ``amount`` of the user's balance (and of the key's budget);
-        402 ``insufficient_quota`` / ``budget_exceeded`` when it does not fit."""
+        """Hold ``amount`` of the user's balance and of the key's budgets (its
+        own, ``budget_usd``, and ``shared_budgets``: (key id, USD) of the keys
+        it was minted from, all per ``budget_kind``); 402
+        ``insufficient_quota`` / ``budget_exceeded`` when it does not fit."""
         amt = to_nanos(amount, round_up=True)
         now = utcnow()
-        period = budget_period(budget_kind, now) if budget_usd is not None and budget_kind else None
+        budgets = dict(shared_budgets)
+        if budget_usd is not None and key_id is not None:
+            budgets = {key_id: budget_usd} | budgets
+        period = budget_period(budget_kind, now) if budgets and budget_kind else None
+        kids = tuple(budgets) if period is not None else ()
+        limits = [to_nanos(budgets[k]) for k in kids]
         hold = Hold(new_id("res"), user_id, key_id, period, amt)
-        params = {"amt": amt, "uid": user_id, "rid": hold.id, "kid": key_id, "period": period,
-                  "exp": now + self.ttl, "now": now}
+        # The reservation row: ``key_id`` is the first key whose budget it
+        # holds (what a gateway before shared budgets releases), the rest
+        # follow in ``shared_key_ids``.
+        params = {"amt": amt, "uid": user_id, "rid": hold.id, "kid": kids[0] if kids else key_id,
+                  "shared": " ".join(kids[1:]) or None, "period": period, "exp": now + self.ttl, "now": now,
+                  "kids": list(kids), "budgets": limits}
         if self._pg and period is None:
             async with self._auto.connect() as conn:
                 if (await conn.execute(_PG_RESERVE, params)).first() is None:
@@ -169,34 +190,36 @@ class Ledger:
         if self._sqlite is not None:
             try:
                 await self._sqlite.run(
-                    sqlite_money.reserve, hold.id, user_id, key_id, period, amt,
-                    to_nanos(budget_usd) if budget_usd is not None else None,
+                    sqlite_money.reserve, hold.id, user_id, params["kid"], params["shared"], period, amt,
+                    list(zip(kids, limits, strict=True)),
                     sqlite_money.sqlite_time(now + self.ttl), sqlite_money.sqlite_time(now))
             except sqlite_money.Refused as refused:
-                raise _budget_exceeded() if refused.reason == "budget" else _insufficient() from None
+                if refused.reason == "budget":
+                    raise _budget_exceeded(bool(shared_budgets)) from None
+                raise _insufficient() from None
             return hold
         async with self.db.engine.begin() as conn:
             # A budgeted key on PostgreSQL: one short transaction that locks
-            # users → key_spend, the order settlement uses too.
+            # users → key_spend, the order settlement uses too. Every key of a
+            # family belongs to one user, so the user's row orders them all.
             taken = await conn.execute(text(
                 "UPDATE users SET reserved_usd = reserved_usd + :amt "
                 "WHERE id = :uid AND balance_usd - reserved_usd >= :amt"), params)
             if taken.rowcount != 1:  # type: ignore[attr-defined]
                 raise _insufficient()
-            if period is not None:
-                assert budget_usd is not None
-                await conn.execute(text(
-                    "INSERT INTO key_spend (key_id, period, spent_usd, reserved_usd) VALUES (:kid, :period, 0, 0) "
-                    "ON CONFLICT DO NOTHING"), params)
-                fits = await conn.execute(text(
-                    "UPDATE key_spend SET reserved_usd = reserved_usd + :amt WHERE key_id = :kid "
-                    "AND period = :period AND spent_usd + reserved_usd + :amt <= :budget"),
-                    params | {"budget": to_nanos(budget_usd)})
-                if fits.rowcount != 1:  # type: ignore[attr-defined]
-                    raise _budget_exceeded()  # the transaction rolls back the user's hold too
             await conn.execute(text(
-                "INSERT INTO reservations (id, user_id, key_id, period, amount_usd, expires_at, created_at) "
-                "VALUES (:rid, :uid, :kid, :period, :amt, :exp, :now)").bindparams(
+                "INSERT INTO key_spend (key_id, period, spent_usd, reserved_usd) "
+                "SELECT k, :period, 0, 0 FROM unnest(CAST(:kids AS VARCHAR[])) AS k ON CONFLICT DO NOTHING"), params)
+            fits = await conn.execute(text(
+                "UPDATE key_spend SET reserved_usd = key_spend.reserved_usd + :amt "
+                "FROM unnest(CAST(:kids AS VARCHAR[]), CAST(:budgets AS BIGINT[])) AS b(kid, budget) "
+                "WHERE key_spend.key_id = b.kid AND key_spend.period = :period "
+                "AND key_spend.spent_usd + key_spend.reserved_usd + :amt <= b.budget"), params)
+            if fits.rowcount != len(kids):  # type: ignore[attr-defined]
+                raise _budget_exceeded(bool(shared_budgets))  # the transaction rolls back the user's hold too
+            await conn.execute(text(
+                "INSERT INTO reservations (id, user_id, key_id, period, amount_usd, expires_at, created_at, "
+                "shared_key_ids) VALUES (:rid, :uid, :kid, :period, :amt, :exp, :now, :shared)").bindparams(
                     bindparam("exp", type_=_TS), bindparam("now", type_=_TS)), params)
         return hold
 
@@ -296,14 +319,16 @@ class Ledger:
         released = 0
         async with self.db.engine.begin() as conn:
             rows = (await conn.execute(text(
-                "DELETE FROM reservations WHERE expires_at < :now RETURNING user_id, amount_usd, key_id, period"
+                "DELETE FROM reservations WHERE expires_at < :now "
+                "RETURNING user_id, amount_usd, key_id, period, shared_key_ids"
             ).bindparams(bindparam("now", type_=_TS)), {"now": utcnow()})).all()
-            for user_id, amount, key_id, period in rows:
+            for user_id, amount, key_id, period, shared in rows:
                 await conn.execute(text("UPDATE users SET reserved_usd = reserved_usd - :a WHERE id = :u"),
                                    {"a": int(amount), "u": user_id})
                 if period is not None:
-                    await conn.execute(text(
-                        "UPDATE key_spend SET reserved_usd = reserved_usd - :a WHERE key_id = :k AND period = :p"),
-                        {"a": int(amount), "k": key_id, "p": period})
+                    for kid in [key_id, *(shared or "").split()]:
+                        await conn.execute(text(
+                            "UPDATE key_spend SET reserved_usd = reserved_usd - :a WHERE key_id = :k AND period = :p"),
+                            {"a": int(amount), "k": kid, "p": period})
                 released += 1
         return released

@@ -75,32 +75,35 @@ class Refused(Exception):
 
 
 def reserve(
-    conn: sqlite3.Connection, hold_id: str, user_id: str, key_id: str | None, period: str | None,
-    amount: int, budget: int | None, expires_at: str, now: str,
+    conn: sqlite3.Connection, hold_id: str, user_id: str, key_id: str | None, shared_key_ids: str | None,
+    period: str | None, amount: int, budgets: list[tuple[str, int]], expires_at: str, now: str,
 ) -> None:
+    """``budgets``: (key id, budget) of every key budget the hold counts in;
+    ``key_id`` and ``shared_key_ids``: what the reservation row records."""
     taken = conn.execute(
         "UPDATE users SET reserved_usd = reserved_usd + ? WHERE id = ? AND balance_usd - reserved_usd >= ?",
         (amount, user_id, amount))
     if taken.rowcount != 1:
         raise Refused("balance")
     if period is not None:
-        conn.execute("INSERT INTO key_spend (key_id, period, spent_usd, reserved_usd) VALUES (?, ?, 0, 0) "
-                     "ON CONFLICT DO NOTHING", (key_id, period))
-        fits = conn.execute(
-            "UPDATE key_spend SET reserved_usd = reserved_usd + ? WHERE key_id = ? AND period = ? "
-            "AND spent_usd + reserved_usd + ? <= ?", (amount, key_id, period, amount, budget))
-        if fits.rowcount != 1:
-            raise Refused("budget")
+        for budget_key, budget in budgets:
+            conn.execute("INSERT INTO key_spend (key_id, period, spent_usd, reserved_usd) VALUES (?, ?, 0, 0) "
+                         "ON CONFLICT DO NOTHING", (budget_key, period))
+            fits = conn.execute(
+                "UPDATE key_spend SET reserved_usd = reserved_usd + ? WHERE key_id = ? AND period = ? "
+                "AND spent_usd + reserved_usd + ? <= ?", (amount, budget_key, period, amount, budget))
+            if fits.rowcount != 1:
+                raise Refused("budget")
     conn.execute(
-        "INSERT INTO reservations (id, user_id, key_id, period, amount_usd, expires_at, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)", (hold_id, user_id, key_id, period, amount, expires_at, now))
+        "INSERT INTO reservations (id, user_id, key_id, period, amount_usd, expires_at, created_at, shared_key_ids) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (hold_id, user_id, key_id, period, amount, expires_at, now, shared_key_ids))
 
 
 def settle(
     conn: sqlite3.Connection, hold_id: str, user_id: str, key_id: str | None, cost: int, entry_id: str,
     request_id: str, now: str,
 ) -> int:
-    gone = conn.execute("DELETE FROM reservations WHERE id = ? RETURNING amount_usd, key_id, period",
+    gone = conn.execute("DELETE FROM reservations WHERE id = ? RETURNING amount_usd, key_id, period, shared_key_ids",
                         (hold_id,)).fetchone()
     held = int(gone[0]) if gone is not None else 0
     cur = conn.execute("SELECT balance_usd, reserved_usd FROM users WHERE id = ?", (user_id,)).fetchone()
@@ -110,8 +113,9 @@ def settle(
     conn.execute("UPDATE users SET balance_usd = balance_usd - ?, reserved_usd = reserved_usd - ? WHERE id = ?",
                  (charged, held, user_id))
     if gone is not None and gone[2] is not None:
-        conn.execute("UPDATE key_spend SET spent_usd = spent_usd + ?, reserved_usd = reserved_usd - ? "
-                     "WHERE key_id = ? AND period = ?", (charged, held, gone[1], gone[2]))
+        for budget_key in [gone[1], *(gone[3] or "").split()]:
+            conn.execute("UPDATE key_spend SET spent_usd = spent_usd + ?, reserved_usd = reserved_usd - ? "
+                         "WHERE key_id = ? AND period = ?", (charged, held, budget_key, gone[2]))
     if charged > 0:
         conn.execute(
             "INSERT INTO ledger_entries (id, user_id, kind, amount_usd, balance_after_usd, request_id, key_id, "

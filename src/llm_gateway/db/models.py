@@ -51,6 +51,10 @@ class ApiKey(Base):
     tpm: Mapped[int | None] = mapped_column(default=None)
     budget_usd: Mapped[Decimal | None] = mapped_column(Money, default=None)
     budget_period: Mapped[str | None] = mapped_column(String(8), default=None)
+    # A key minted by a key (``POST /me/keys``): the nearest ancestor key with
+    # a budget. This key's spend counts against that budget and the budgets
+    # above it too, all in one period (``billing.ledger``).
+    budget_key_id: Mapped[str | None] = mapped_column(String(40), default=None)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -118,6 +122,9 @@ class Reservation(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     key_id: Mapped[str | None] = mapped_column(String(40), default=None)
     period: Mapped[str | None] = mapped_column(String(16), default=None)  # the key budget period held
+    # With ``period``: ``key_id`` is the first key whose budget is held, these
+    # (space-separated) the others, its budget ancestors.
+    shared_key_ids: Mapped[str | None] = mapped_column(Text, default=None)
     amount_usd: Mapped[Decimal] = mapped_column(Money)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
