@@ -233,7 +233,7 @@ class Pipeline:
             return await send(route)
 
         call.upstream_started = time.perf_counter()
-        return await self.router.run(model, attempt, hold=hold)
+        return await self.router.run(model, attempt, hold=hold, request_id=call.request_id)
 
     async def _call_chat(self, req: ChatRequest, model: ModelSettings, call: Call) -> ChatResult:
         async def send(route: Route) -> ChatResult:

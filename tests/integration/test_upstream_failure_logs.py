@@ -77,6 +77,7 @@ def test_a_refused_connection_names_model_deployment_address_attempt_and_cause(
         "level": "warning", "model": "down-x", "deployment": "down/gpt-x", "provider_kind": "openai",
         "address": "http://127.0.0.1:9", "attempt": 1, "cause": "connection refused"}
     assert line["msg"] == text
+    assert line["request_id"] == resp.headers["x-request-id"]  # the attempt's line ties to the request's
 
 
 def test_a_provider_answering_503_is_logged_with_status_and_message(

@@ -147,7 +147,10 @@ class Router:
 
     # ------------------------------------------------------------ attempts
 
-    async def run(self, model: ModelSettings, attempt: Callable[[Route], Awaitable[T]], *, hold: bool = False) -> T:
+    async def run(
+        self, model: ModelSettings, attempt: Callable[[Route], Awaitable[T]], *, hold: bool = False,
+        request_id: str | None = None,
+    ) -> T:
         """The first successful ``attempt(route)``, or the last failure.
 
         With ``hold`` (a stream) the serving deployment stays in flight after
@@ -185,7 +188,7 @@ class Router:
                     return await self._attempt(route, attempt, trial, hold)
                 except GatewayError as exc:
                     kind = verdict(exc)
-                    _log_failure(model, route, number, exc, kind)
+                    _log_failure(model, route, number, exc, kind, request_id)
                     if kind == FINAL:
                         raise
                     last = errors[label] = exc
@@ -289,7 +292,9 @@ class Router:
         return _Tracked(events, route, call, self)
 
 
-def _log_failure(model: ModelSettings, route: Route, number: int, exc: GatewayError, kind: int) -> None:
+def _log_failure(
+    model: ModelSettings, route: Route, number: int, exc: GatewayError, kind: int, request_id: str | None
+) -> None:
     """The one log line of a failed attempt. A provider's refusal of the
     request itself (``FINAL``) is the client's to fix: info, not warning."""
     cause = exc.cause or exc.message
@@ -300,7 +305,8 @@ def _log_failure(model: ModelSettings, route: Route, number: int, exc: GatewayEr
         "attempt %d for model '%s'%s on %s (%s) failed: %s",
         number, model.name, served, route.label, where, cause,
         extra={"fields": {
-            "event": "upstream_attempt_failed", "model": model.name, "served_by_model": route.model.name,
+            "event": "upstream_attempt_failed", "request_id": request_id, "model": model.name,
+            "served_by_model": route.model.name,
             "deployment": route.label, "provider_kind": route.kind, "address": route.address or None,
             "attempt": number, "cause": cause, "status": exc.status_code,
         }},
