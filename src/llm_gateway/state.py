@@ -30,6 +30,7 @@ from llm_gateway.observability.observer import Observer
 from llm_gateway.pipeline import Pipeline
 from llm_gateway.providers.base import Provider
 from llm_gateway.providers.registry import build_provider
+from llm_gateway.redis_watch import RedisWatch
 from llm_gateway.routing.router import Router
 from llm_gateway.settings import Settings
 
@@ -40,8 +41,26 @@ def _redis_clients(url: str) -> tuple[Any, Any]:
     """One client for commands (short timeouts: never hang a request) and one
     for the pub/sub subscription (no read timeout: it waits for messages)."""
     import redis.asyncio as redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
-    commands = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, health_check_interval=30)
+    # After Redis restarts, every pooled connection is a closed socket. The
+    # pool notices one on checkout (EOF) and reconnects — unless maintenance
+    # notifications are on (redis-py 8's default: "auto" over RESP3), which
+    # skips that check, so each stale connection failed its first command.
+    # One immediate retry on a fresh connection covers a socket closed after
+    # checkout. Only on ConnectionError: a timed-out script may have run, and
+    # running a limit script twice would charge the limit twice.
+    extra: dict[str, Any] = {"retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))}
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:  # older redis-py: no notifications, and the check always runs
+        pass
+    else:
+        extra["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+    commands = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, health_check_interval=30,
+                                    **extra)
     listener = redis.Redis.from_url(url, socket_connect_timeout=1, health_check_interval=5)
     return commands, listener
 
@@ -61,6 +80,7 @@ class GatewayState:
     redis_listener: Any | None = None
     external: ExternalJWTVerifier | None = None
     observer: Observer | None = None
+    redis_watch: RedisWatch | None = None  # whether the limiter and cache use Redis now; /ready updates it
     started_at: int = field(default_factory=lambda: int(time.time()))
     ids: RequestIds = field(default_factory=RequestIds)
     _retry: asyncio.Task[None] | None = None
@@ -86,15 +106,16 @@ class GatewayState:
         throttle = LoginThrottle(redis)
         ledger = Ledger(db)
         usage = UsageWriter(db, flush_interval_s=settings.usage_flush_interval_s)
-        limiter = Limiter(settings.limits, redis)
-        response_cache = ResponseCache(settings.cache, redis)
+        watch = RedisWatch(redis) if redis is not None else None
+        limiter = Limiter(settings.limits, redis, watch)
+        response_cache = ResponseCache(settings.cache, redis, watch)
         pipeline = Pipeline(router, ledger, usage, limiter, response_cache)
         observer = pipeline.observer = Observer(settings, router)
         limiter.on_redis_failure = observer.metrics.redis_fallbacks.labels("limits").inc
         response_cache.on_redis_failure = observer.metrics.redis_fallbacks.labels("cache").inc
         return cls(
             settings, providers, router, pipeline, db, auth, throttle, ledger, usage, redis, listener,
-            external=external, observer=observer,
+            external=external, observer=observer, redis_watch=watch,
         )
 
     async def start(self) -> None:
@@ -162,6 +183,8 @@ class GatewayState:
         if self.external is not None:
             await self.external.aclose()
         await asyncio.gather(*(p.aclose() for p in self.providers.values()), return_exceptions=True)
+        if self.redis_watch is not None:
+            await self.redis_watch.aclose()
         for client in (self.redis, self.redis_listener):
             if client is not None:
                 await client.aclose()

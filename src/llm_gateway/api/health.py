@@ -41,6 +41,12 @@ async def ready(request: Request) -> Response:
         probes.append(gw.redis.ping())
     results = await asyncio.gather(*(_check(p) for p in probes))
     checks = dict(zip(names, results, strict=True))
+    if gw.redis_watch is not None:
+        # What /ready says about Redis is what the limiter and the cache do.
+        if checks["redis"] == "ok":
+            gw.redis_watch.answered()
+        else:
+            gw.redis_watch.lost("readiness check", "PING failed")
     down = [name for name, result in checks.items() if result != "ok"]
     if not down:
         return json_response({"status": "ready", "checks": checks})

@@ -1,26 +1,23 @@
 """Where entries are kept: an in-process LRU with a TTL, or Redis.
 
 The cache is an optimisation, never a point of failure: a Redis error is a
-miss (and a skipped store), logged at most every 30 s, and after one the
-cache leaves Redis alone for a few seconds so a dead server costs requests
-no timeouts.
+miss (and a skipped store), and after one the cache leaves Redis alone until
+it answers a PING again (``RedisWatch``, shared with the limiter), so a dead
+server costs requests no timeouts and a restarted one is used again at once.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from llm_gateway.cache.entries import Entry
+from llm_gateway.redis_watch import RedisWatch
 from llm_gateway.settings import CacheSettings
 
-log = logging.getLogger("llm_gateway.cache")
-
 _PREFIX = "llm-gateway:cache:"
-_PAUSE_S = 5.0
 
 
 class MemoryStore:
@@ -56,7 +53,7 @@ class MemoryStore:
 class ResponseCache:
     """Entries by key, in this process or on Redis (``redis`` set)."""
 
-    def __init__(self, settings: CacheSettings, redis: Any | None = None) -> None:
+    def __init__(self, settings: CacheSettings, redis: Any | None = None, watch: RedisWatch | None = None) -> None:
         self.settings = settings
         self.enabled = settings.enabled
         self.global_scope = settings.scope == "global"
@@ -64,24 +61,18 @@ class ResponseCache:
         self.memory = MemoryStore(settings.max_entries, settings.ttl_s)
         self._redis = redis
         self._ttl_ms = settings.ttl_s * 1000
-        self._paused_until = 0.0
-        self._logged_at = 0.0
+        self._watch = watch if watch is not None else RedisWatch(redis)
         self.errors = 0
         self.on_redis_failure: Callable[[], None] | None = None  # counted in metrics
 
     def _usable(self) -> bool:
-        return self._redis is not None and time.monotonic() >= self._paused_until
+        return self._redis is not None and self._watch.up
 
-    def _failed(self, what: str, exc: Exception) -> None:
+    def _failed(self, exc: Exception) -> None:
         self.errors += 1
         if self.on_redis_failure is not None:
             self.on_redis_failure()
-        now = time.monotonic()
-        self._paused_until = now + _PAUSE_S
-        if now - self._logged_at >= 30:
-            self._logged_at = now
-            log.warning("response cache: Redis %s failed (%s); serving without the cache for %.0f s",
-                        what, type(exc).__name__, _PAUSE_S)
+        self._watch.lost("response cache", type(exc).__name__)
 
     async def get(self, key: str) -> Entry | None:
         if self._redis is None:
@@ -91,7 +82,7 @@ class ResponseCache:
         try:
             data = await self._redis.get(_PREFIX + key)
         except Exception as exc:
-            self._failed("read", exc)
+            self._failed(exc)
             return None
         if data is None:
             return None
@@ -111,4 +102,4 @@ class ResponseCache:
         try:
             await self._redis.set(_PREFIX + key, entry.dumps(), px=self._ttl_ms)
         except Exception as exc:
-            self._failed("write", exc)
+            self._failed(exc)

@@ -5,8 +5,9 @@ of the user's keys), per model and global. Tokens are admitted from the
 request's estimate and corrected once the real usage is known. With Redis
 configured every decision is one atomic round trip; when Redis fails the
 configured ``failure_mode`` decides: ``fail_open`` falls back to this
-process's limits (and retries Redis after a pause, so a dead Redis costs
-no request a timeout), ``fail_closed`` answers 503.
+process's limits, ``fail_closed`` answers 503 — until Redis answers a PING
+again (``RedisWatch``), so a dead Redis costs no request a timeout and a
+restarted one is used again within a tenth of a second.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,12 +23,10 @@ from llm_gateway.auth.principal import Principal
 from llm_gateway.errors import RateLimited, ServiceUnavailable
 from llm_gateway.limits.backends import MemoryBackend, RedisBackend
 from llm_gateway.limits.gcra import Decision, Rule, RuleState, admission_cost, format_reset
+from llm_gateway.redis_watch import RedisWatch
 from llm_gateway.settings import LimitsSettings, ModelSettings
 
 log = logging.getLogger("llm_gateway.limits")
-
-# After a Redis failure, decide in process for this long before trying again.
-REDIS_RETRY_S = 5.0
 
 
 class Backend(Protocol):
@@ -75,14 +73,14 @@ class Admission:
 
 
 class Limiter:
-    def __init__(self, settings: LimitsSettings, redis: Any | None = None) -> None:
+    def __init__(self, settings: LimitsSettings, redis: Any | None = None, watch: RedisWatch | None = None) -> None:
         self.settings = settings
         self.memory = MemoryBackend()
         self.redis = RedisBackend(redis) if redis is not None else None
+        self.watch = watch if watch is not None else RedisWatch(redis)
         self.fail_closed = settings.failure_mode == "fail_closed"
         self.redis_failures = 0  # decisions taken in process because Redis failed
         self.on_redis_failure: Callable[[], None] | None = None  # counted in metrics
-        self._redis_down_until = 0.0
         self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ rules
@@ -130,7 +128,7 @@ class Limiter:
 
     async def _decide(self, rules: tuple[Rule, ...]) -> tuple[Backend, Decision]:
         if self.redis is not None:
-            if time.monotonic() >= self._redis_down_until:
+            if self.watch.up:
                 try:
                     return self.redis, await self.redis.decide(rules)
                 except Exception as exc:
@@ -150,12 +148,9 @@ class Limiter:
             self.on_redis_failure()
 
     def _redis_failed(self, exc: Exception) -> None:
-        """Count and log the failure, and leave Redis alone for a while."""
+        """Count the failure and leave Redis alone until it answers again."""
         self._count_failure()
-        self._redis_down_until = time.monotonic() + REDIS_RETRY_S
-        mode = "refusing requests" if self.fail_closed else "using in-process limits"
-        log.warning("rate limiter: Redis unavailable (%s); %s for %.0f s", type(exc).__name__, mode,
-                    REDIS_RETRY_S)
+        self.watch.lost("rate limiter", type(exc).__name__)
 
     # ------------------------------------------------------- correction
 
