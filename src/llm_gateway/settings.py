@@ -166,8 +166,44 @@ class CacheSettings(_Strict):
 
 
 class CircuitBreakerSettings(_Strict):
+    """How a deployment's circuit judges it (docs/routing.md, "Circuit breaker").
+
+    ``error_rate`` (the default): open when, over the last ``window_s``, at
+    least ``min_calls`` attempts ended and ``failure_rate`` of them failed,
+    or when ``min_calls`` attempts in a row failed however long that took.
+    ``consecutive``: open after ``failure_threshold`` failures in a row, the
+    breaker of earlier releases. A config that sets ``failure_threshold``
+    without ``mode`` (as SPEC §2's example does) keeps that breaker, with its
+    one trial, so that it means what it meant.
+    """
+
+    mode: Literal["error_rate", "consecutive"] = "error_rate"
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    min_calls: int = Field(default=20, ge=1)
+    window_s: float = Field(default=30.0, gt=0)
     failure_threshold: int = Field(default=5, ge=1)
     cooldown_s: float = Field(default=30.0, gt=0)
+    # Trials one after another once cooled down; this many successes close it.
+    half_open_trials: int = Field(default=3, ge=1)
+    # Below this share of a model's deployments closed, its traffic goes to all
+    # of them again, open or not (Envoy's panic threshold); 0 turns it off.
+    panic_threshold: float = Field(default=0.5, ge=0, le=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        mode = data.get("mode")
+        if mode is None and "failure_threshold" in data:
+            mode = "consecutive"
+            data = {"mode": mode, **data}
+        if mode == "consecutive" and "half_open_trials" not in data:
+            data = {**data, "half_open_trials": 1}
+        if mode in (None, "error_rate") and "failure_threshold" in data:
+            raise ValueError("failure_threshold applies to mode: consecutive; "
+                             "mode error_rate opens on failure_rate over min_calls")
+        return data
 
 
 class RoutingSettings(_Strict):

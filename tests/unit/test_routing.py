@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +26,7 @@ from llm_gateway.errors import (
     upstream_status_error,
 )
 from llm_gateway.routing.balancer import Stats, by_weight, least_busy, lowest_latency
-from llm_gateway.routing.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from llm_gateway.routing.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, Window
 from llm_gateway.routing.retry import ELSEWHERE, FINAL, RETRY, Backoff, verdict
 from llm_gateway.routing.router import Route, Router
 from llm_gateway.settings import ModelSettings, RoutingSettings
@@ -430,3 +431,140 @@ def test_bad_routing_settings_name_the_field(tmp_path: Any, text: str, field: st
     path.write_text(f"models:\n  - name: m\n    deployments: [{{provider: mock, model: mock}}]\n    {text}\n")
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_settings(path, env={})
+
+
+# ------------------------------------------------------- error-rate breaker
+
+
+def test_the_window_counts_the_last_window_s_slice_by_slice() -> None:
+    w = Window(10.0)  # ten slices of 1 s
+    for t in (100.0, 100.5, 101.2):
+        w.add(t, False)
+    w.add(101.9, True)
+    assert (w.calls, w.failures) == (4, 1)
+    w.add(109.0, True)  # slice 109: 100 … 109 all within the window
+    assert (w.calls, w.failures) == (5, 2)
+    w.add(110.0, False)  # slice 110: slice 100 (two calls) has slid out
+    assert (w.calls, w.failures) == (4, 2)
+    w.add(111.5, False)  # slice 101 (one call, one failure) too
+    assert (w.calls, w.failures) == (3, 1)
+    w.add(108.0, True)  # a clock read late: counted in the newest slice
+    assert (w.calls, w.failures) == (4, 2)
+    w.add(130.0, False)  # a whole window later: only this one
+    assert (w.calls, w.failures) == (1, 0)
+    w.clear()
+    assert (w.calls, w.failures) == (0, 0)
+
+
+def _rate_breaker(trials: int = 3) -> CircuitBreaker:
+    return CircuitBreaker("p/m", threshold=20, cooldown_s=30, trials=trials, failure_rate=0.5, min_calls=20,
+                          window_s=30)
+
+
+def test_the_rate_opens_it_not_a_few_failures_among_many_successes() -> None:
+    b = _rate_breaker()
+    for i in range(200):  # one failure in three, interleaved: never opens
+        if i % 3 == 0:
+            b.failed(False, i * 0.1)
+        else:
+            b.succeeded(False, i * 0.1)
+    assert b.closed
+    b = _rate_breaker()
+    for _ in range(9):
+        b.failed(False, 0.0)
+        b.succeeded(False, 0.0)
+    b.failed(False, 0.0)
+    assert b.closed, "10 failures of 19 attempts: fewer than min_calls"
+    assert b.failed(False, 0.0) and not b.closed, "11 of 20: open"
+    assert b.state(29.9) == OPEN and b.may_trial(30.0)
+
+
+def test_old_failures_slide_out_of_the_window() -> None:
+    b = _rate_breaker()
+    for _ in range(9):
+        b.failed(False, 0.0)
+        b.succeeded(False, 0.0)  # (a success between: no run of failures)
+    b.succeeded(False, 31.0)
+    b.failed(False, 31.0)  # 10 of 20 had they all counted
+    assert b.closed and b.window is not None and (b.window.calls, b.window.failures) == (2, 1)
+
+
+def test_a_run_of_min_calls_failures_opens_it_however_slow() -> None:
+    b = _rate_breaker()
+    for i in range(19):
+        assert not b.failed(False, i * 60.0), "one failure a minute: no window fills"
+    assert b.failed(False, 19 * 60.0) and not b.closed
+
+
+def test_half_open_needs_its_trials_in_turn_and_one_failure_reopens() -> None:
+    b = _rate_breaker(trials=3)
+    for _ in range(20):
+        b.failed(False, 0.0)
+    assert not b.closed
+    for passed in (1, 2):
+        assert b.may_trial(30.0)
+        b.start_trial()
+        assert not b.may_trial(30.0), "one trial at a time"
+        b.succeeded(True, 30.0)
+        assert not b.closed and b.passed == passed
+    b.start_trial()
+    b.failed(True, 31.0)  # the third fails: open again, trials start over
+    assert b.state(60.9) == OPEN and b.passed == 0
+    for _ in range(3):
+        b.start_trial()
+        b.succeeded(True, 61.0)
+    assert b.closed and b.window is not None and b.window.calls == 0
+
+
+def test_settings_keep_failure_threshold_consecutive() -> None:
+    from llm_gateway.settings import CircuitBreakerSettings
+
+    assert CircuitBreakerSettings().mode == "error_rate"
+    legacy = CircuitBreakerSettings.model_validate({"failure_threshold": 2})
+    assert (legacy.mode, legacy.half_open_trials) == ("consecutive", 1)
+    assert CircuitBreakerSettings.model_validate({"failure_threshold": 2, "half_open_trials": 2}).half_open_trials == 2
+    with pytest.raises(ValueError, match="failure_threshold applies to mode: consecutive"):
+        CircuitBreakerSettings.model_validate({"mode": "error_rate", "failure_threshold": 2})
+    router = _router([TWO])  # the defaults: error rate
+    breaker = router._routes["m"][0].breaker
+    assert breaker.window is not None and (breaker.threshold, breaker.trials) == (20, 3)
+
+
+THREE = {"name": "m3", "deployments": [{"provider": p, "model": "x"} for p in "abc"]}
+
+
+def _open(router: Router, *labels: str) -> None:
+    for route in router._routes["m3"]:
+        if route.label in labels:
+            route.breaker.failed(True, time.monotonic())  # (a failed trial opens it at once)
+
+
+def test_panic_spreads_the_traffic_over_open_circuits_below_the_threshold() -> None:
+    router = _router([THREE], retries=0)
+    panics: list[str] = []
+    router.on_panic = panics.append
+    _open(router, "a/x")  # two of three closed: not in panic
+    seen = Counter(_run(router, "m3", {})[1][0] for _ in range(60))
+    assert set(seen) == {"b/x", "c/x"} and not panics
+    _open(router, "b/x")  # one of three closed: all three again
+    seen = Counter(_run(router, "m3", {})[1][0] for _ in range(90))
+    assert set(seen) == {"a/x", "b/x", "c/x"} and len(panics) == 90 and set(panics) == {"m3"}
+    assert router.circuit_states()["a/x"] == OPEN, "results while open move nothing"
+    _open(router, "c/x")  # none closed, no fallback: still served
+    result, calls = _run(router, "m3", {})
+    assert result.startswith("ok from") and len(calls) == 1
+
+
+def test_no_panic_for_one_deployment_with_fallbacks_or_with_threshold_0() -> None:
+    solo = {"name": "solo", "deployments": [{"provider": "s", "model": "x"}]}
+    router = _router([solo, {**THREE, "fallbacks": ["solo"]}], retries=0)
+    _open(router, "a/x", "b/x", "c/x")
+    result, calls = _run(router, "m3", {})
+    assert result == "ok from s/x" and calls == ["s/x"], "the fallback serves first"
+    router._routes["solo"][0].breaker.failed(True, time.monotonic())
+    result, calls = _run(router, "m3", {})
+    assert isinstance(result, NoHealthyDeployment) and calls == []
+    router = _router([THREE], retries=0, circuit_breaker={"panic_threshold": 0})
+    _open(router, "a/x", "b/x", "c/x")
+    result, calls = _run(router, "m3", {})
+    assert isinstance(result, NoHealthyDeployment) and calls == []

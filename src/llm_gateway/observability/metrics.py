@@ -112,6 +112,12 @@ class Metrics:
         self.log_lines_dropped = Counter("gateway_log_lines_dropped_total",
                                          "Request log lines dropped because standard output did not keep up.",
                                          registry=r)
+        # Attempts sent to a model's deployments regardless of their circuits,
+        # because too few of them were closed (routing's panic threshold).
+        self.routing_panic = Counter("gateway_routing_panic_total",
+                                     "Attempts routed in panic mode (too few healthy deployments), by model.",
+                                     ["model"], registry=r)
+        self._panic_children = {m: self.routing_panic.labels(m) for m in sorted(self._known)}
         self._cache_children = {result: self.cache.labels(result) for result in CACHE_RESULTS}
         self._limit_children = {scope: self.rate_limited.labels(scope) for scope in LIMIT_SCOPES}
         for reason in ("queue_full", "send_failed", "rejected"):
@@ -124,6 +130,12 @@ class Metrics:
             self.registry.register(self._extra)
 
     # ------------------------------------------------------------ recording
+
+    def panicked(self, model: str) -> None:
+        """An attempt for ``model`` (a configured one) routed in panic."""
+        child = self._panic_children.get(model)
+        if child is not None:
+            child.inc()
 
     def model_label(self, model: str) -> str:
         """The client's model name, or ``unknown`` for one not configured: a
@@ -196,6 +208,7 @@ class Metrics:
         return [(m._name, m._documentation, m._type) for m in (
             self.requests, self.duration, self.ttft, self.upstream, self.tokens, self.cost, self.cache,
             self.rate_limited, self.in_flight, self.langfuse_sent, self.langfuse_dropped, self.log_lines_dropped,
+            self.routing_panic,
         )]
 
 

@@ -57,6 +57,8 @@ class Observer:
     def __init__(self, settings: Settings, router: Router) -> None:
         obs = settings.observability
         self.metrics = Metrics(router.models.keys(), getattr(router, "circuit_states", None))
+        if hasattr(router, "on_panic"):
+            router.on_panic = self.metrics.panicked
         self.request_log = RequestLog(on_drop=self.metrics.log_lines_dropped.inc)
         self.sentry = SentryReporter(obs.sentry_dsn, obs.log_bodies, settings.environment) if obs.sentry_dsn else None
         self.langfuse = LangfuseExporter(obs.langfuse, self.metrics) if obs.langfuse.enabled else None

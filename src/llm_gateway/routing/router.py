@@ -9,7 +9,12 @@ circuit breaker and load figures (shared by every model routed to the same
 "Fallbacks", "Circuit breaker"): the model's deployments first, chosen by the
 model's strategy, skipping open circuits and preferring one not yet tried;
 then, once they have failed or none is left, each fallback in turn. Each
-model of that chain gets at most ``retries + 1`` attempts. A retry of a
+model of that chain gets at most ``retries + 1`` attempts. When fewer than
+``panic_threshold`` of a model's deployments (two or more) have a closed
+circuit, its attempts go to all of them again, open or not (Envoy's panic
+mode), so a flaky provider never shuts a whole model out; a single
+deployment, or a model whose circuits are all open and that has fallbacks,
+is not panicked for (the fallbacks serve, SPEC §8). A retry of a
 deployment already tried waits for the backoff (at least its Retry-After);
 a move to another deployment does not wait. A failure that no deployment
 would answer differently (a provider's 4xx about the request) ends the
@@ -33,6 +38,7 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -42,11 +48,14 @@ from llm_gateway.routing.balancer import STRATEGIES, Stats
 from llm_gateway.routing.breaker import CircuitBreaker
 from llm_gateway.routing.retry import ELSEWHERE, FINAL, Backoff, verdict
 from llm_gateway.routing.shared import TRIAL, SharedBreakers
-from llm_gateway.settings import Deployment, ModelSettings, RoutingSettings
+from llm_gateway.settings import CircuitBreakerSettings, Deployment, ModelSettings, RoutingSettings
 
 log = logging.getLogger("llm_gateway.routing")
 
 T = TypeVar("T")
+# Whether the stream ``run(…, hold=True)`` just opened is a trial: ``track``,
+# called next in the same task, needs it to judge the stream's end.
+_HELD_TRIAL: ContextVar[bool] = ContextVar("llm_gateway_held_trial", default=False)
 
 
 @dataclass(slots=True, frozen=True)
@@ -90,7 +99,7 @@ class Router:
             routes = []
             for d in m.deployments:
                 label = f"{d.provider}/{d.model}"
-                breaker = self._breakers.setdefault(label, CircuitBreaker(label, cb.failure_threshold, cb.cooldown_s))
+                breaker = self._breakers.get(label) or self._breakers.setdefault(label, _breaker(label, cb))
                 stats = self._stats.setdefault(label, Stats())
                 target = Target(d.model, m.max_output_tokens, timeouts)
                 provider = providers[d.provider]
@@ -110,6 +119,10 @@ class Router:
         self.shared = (
             SharedBreakers(redis, self._breakers, cb.failure_threshold, cb.cooldown_s) if redis is not None else None
         )
+        self._panic = cb.panic_threshold
+        # Called with the model's name for each attempt routed in panic (the
+        # observer counts them: gateway_routing_panic_total).
+        self.on_panic: Callable[[str], None] = lambda model: None
 
     @property
     def models(self) -> Mapping[str, ModelSettings]:
@@ -176,9 +189,10 @@ class Router:
                     await asyncio.sleep(wait)
                 trial = False
                 breaker = route.breaker
-                if not breaker.closed:  # half-open: this attempt may be the one trial
-                    trial = await self._claim_trial(breaker)
-                    if not trial and not breaker.closed:
+                if not breaker.closed:  # half-open: this attempt may be the trial; or a panic
+                    if breaker.may_trial(time.monotonic()):
+                        trial = await self._claim_trial(breaker)
+                    if not trial and not breaker.closed and not self._panicking(m, routes):
                         barred.add(label)
                         continue
                 made += 1
@@ -225,12 +239,29 @@ class Router:
             else:
                 return self._pickers[model.name](routes, self._rng)
         now = time.monotonic()
-        usable = [r for r in routes if r.label not in barred and (r.breaker.closed or r.breaker.may_trial(now))]
+        if self._panicking(model, routes):
+            usable = [r for r in routes if r.label not in barred]
+            if usable:
+                self.on_panic(model.name)
+        else:
+            usable = [r for r in routes if r.label not in barred and (r.breaker.closed or r.breaker.may_trial(now))]
         if not usable:
             return None
         fresh = [r for r in usable if r.label not in tries]
         candidates = fresh or usable
         return candidates[0] if len(candidates) == 1 else self._pickers[model.name](candidates, self._rng)
+
+    def _panicking(self, model: ModelSettings, routes: list[Route]) -> bool:
+        """Too few of the model's deployments are closed to carry its traffic:
+        open circuits are ignored. Only off the common path (some circuit of
+        the model is not closed)."""
+        if len(routes) < 2 or self._panic <= 0:
+            return False
+        closed = sum(1 for r in routes if r.breaker.closed)
+        if closed >= self._panic * len(routes):
+            return False
+        # Every circuit open and a fallback configured: the fallback serves first.
+        return closed > 0 or not model.fallbacks
 
     async def _claim_trial(self, breaker: CircuitBreaker) -> bool:
         if self.shared is not None:
@@ -266,30 +297,50 @@ class Router:
                     self.shared.abandoned(route.breaker)
             raise
         stats.observe(time.perf_counter() - started)
+        if hold:
+            # A stream is judged when it ends (``track``): one that opens and
+            # then breaks has failed. A trial is judged now, so that a stream
+            # never closed cannot hold the trial for ever; its breaking later
+            # still opens the circuit again.
+            _HELD_TRIAL.set(trial)
+            if trial:
+                self._succeeded(route.breaker, trial)
+            return result
         self._succeeded(route.breaker, trial)
-        if not hold:
-            stats.in_flight -= 1
+        stats.in_flight -= 1
         return result
 
     def _succeeded(self, breaker: CircuitBreaker, trial: bool) -> None:
         if not trial and breaker.failures == 0:
-            return  # healthy and closed (or a stray result while open): nothing to record
-        breaker.succeeded(trial)
+            if breaker.window is not None and breaker.closed:  # (error rate: every result counts)
+                breaker.window.add(time.monotonic(), False)
+            return  # nothing the shared state needs to hear
+        breaker.succeeded(trial, time.monotonic())
         if self.shared is not None:
             self.shared.succeeded(breaker, trial)
 
     def _failed(self, breaker: CircuitBreaker, trial: bool, cause: str | None = None) -> None:
         if breaker.label in self._steered:
             return
-        breaker.failed(trial, time.monotonic(), cause)
+        opened = breaker.failed(trial, time.monotonic(), cause)
         if self.shared is not None:
-            self.shared.failed(breaker, trial)
+            self.shared.failed(breaker, trial, opened)
 
     def track(self, events: AsyncIterator[T], route: Route, call: _Status) -> AsyncIterator[T]:
         """The stream served by ``route`` (opened with ``run(…, hold=True)``),
         which leaves flight when closed; a failure after its first byte counts
-        against the deployment's circuit, though it cannot be retried."""
-        return _Tracked(events, route, call, self)
+        against the deployment's circuit, though it cannot be retried, and a
+        stream that ends well counts as a success."""
+        return _Tracked(events, route, call, self, _HELD_TRIAL.get())
+
+
+def _breaker(label: str, cb: CircuitBreakerSettings) -> CircuitBreaker:
+    if cb.mode == "consecutive":
+        return CircuitBreaker(label, cb.failure_threshold, cb.cooldown_s, cb.half_open_trials)
+    # A run of min_calls failures opens it too, however long it took: a
+    # deployment that is down and gets little traffic would never fill a window.
+    return CircuitBreaker(label, cb.min_calls, cb.cooldown_s, cb.half_open_trials, cb.failure_rate, cb.min_calls,
+                          cb.window_s)
 
 
 def _log_failure(
@@ -317,13 +368,14 @@ class _Tracked:
     """Passes a stream's events on untouched (no extra coroutine per chunk);
     only ``aclose`` does anything."""
 
-    __slots__ = ("_call", "_events", "_route", "_router")
+    __slots__ = ("_call", "_events", "_route", "_router", "_trial")
 
-    def __init__(self, events: AsyncIterator[Any], route: Route, call: _Status, router: Router) -> None:
+    def __init__(self, events: AsyncIterator[Any], route: Route, call: _Status, router: Router, trial: bool) -> None:
         self._events = events
         self._route: Route | None = route
         self._call = call
         self._router = router
+        self._trial = trial
 
     def __aiter__(self) -> _Tracked:
         return self
@@ -340,4 +392,7 @@ class _Tracked:
                 route.stats.in_flight -= 1
                 status = self._call.status
                 if status >= 500 or status == 429:
-                    self._router._failed(route.breaker, False)
+                    self._router._failed(route.breaker, self._trial, f"the stream broke after its first byte "
+                                                                     f"(HTTP {status})")
+                elif not self._trial:  # (a trial was judged when it opened)
+                    self._router._succeeded(route.breaker, False)

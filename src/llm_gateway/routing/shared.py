@@ -1,10 +1,15 @@
 """Circuit breakers shared by every process and instance through Redis.
 
 Per deployment, three keys (one hash slot, so the scripts run on a cluster):
-``…:<label>`` a hash of consecutive failures ``f`` and ``t`` = 1 while the
-circuit is tripped (open or half-open); ``…:<label>:open``, which exists
+``…:<label>`` a hash of consecutive failures ``f``, ``t`` = 1 while the
+circuit is tripped (open or half-open) and ``s``, the trials passed since; ``…:<label>:open``, which exists
 while the cooldown runs (its expiry is the cooldown, so no two clocks are
 compared); ``…:<label>:trial``, the one trial across all processes.
+
+A failure rate is judged by each process over its own attempts (its window
+is not shared); what is shared is the verdict: the process that finds the
+rate too high opens the circuit for all. Consecutive failures add up across
+processes.
 
 Off the hot path: each process reads every deployment's state in one round
 trip every ``SYNC_INTERVAL_S`` in the background; a healthy request touches
@@ -35,13 +40,14 @@ TRIAL_WAIT_S = 0.5  # the longest a trial request waits for Redis before decidin
 KEEP_S = 86_400  # a deployment's hash outlives its last write by a day
 NOT_NOW, TRIAL, CLOSED = 0, 1, 2  # what claiming a trial answers
 
-# KEYS: hash, open, trial. ARGV: threshold, cooldown ms, trial (0/1), keep s.
+# KEYS: hash, open, trial. ARGV: threshold, cooldown ms, how (0: a failure;
+# 1: a failed trial, open again; 2: this process's window opened it), keep s.
 _FAILED = """
 local tripped = redis.call('HGET', KEYS[1], 't') == '1'
 local failures = redis.call('HINCRBY', KEYS[1], 'f', 1)
-if ARGV[3] == '1' or (not tripped and failures >= tonumber(ARGV[1])) then
+if ARGV[3] == '1' or (not tripped and (ARGV[3] == '2' or failures >= tonumber(ARGV[1]))) then
   redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-  redis.call('HSET', KEYS[1], 't', '1')
+  redis.call('HSET', KEYS[1], 't', '1', 's', 0)
   redis.call('DEL', KEYS[3])
   tripped = true
 end
@@ -49,12 +55,15 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return {failures, tripped and 1 or 0, redis.call('PTTL', KEYS[2])}
 """
 
-# KEYS: hash, open, trial. ARGV: trial (0/1), keep s. Only the trial closes a
-# tripped circuit; any success resets the failures of a closed one.
+# KEYS: hash, open, trial. ARGV: trial (0/1), keep s, trials to pass. Only
+# trials close a tripped circuit, once enough have passed (each frees the
+# claim for the next); any success resets the failures of a closed one.
 _SUCCEEDED = """
 local tripped = redis.call('HGET', KEYS[1], 't') == '1'
-if ARGV[1] == '1' or not tripped then
-  redis.call('HSET', KEYS[1], 'f', 0, 't', 0)
+if ARGV[1] == '1' and tripped and redis.call('HINCRBY', KEYS[1], 's', 1) < tonumber(ARGV[3]) then
+  redis.call('DEL', KEYS[3])
+elseif ARGV[1] == '1' or not tripped then
+  redis.call('HSET', KEYS[1], 'f', 0, 't', 0, 's', 0)
   redis.call('DEL', KEYS[2], KEYS[3])
   tripped = false
 end
@@ -165,11 +174,13 @@ class SharedBreakers:
             breaker.open_until = now + (int(left) / 1000 if int(left) > 0 else SYNC_INTERVAL_S)
         return int(code)
 
-    def failed(self, breaker: CircuitBreaker, trial: bool) -> None:
-        self._write(breaker, self._failed, [self._threshold, self._cooldown_ms, int(trial), KEEP_S])
+    def failed(self, breaker: CircuitBreaker, trial: bool, opened: bool = False) -> None:
+        """``opened``: this failure opened the circuit here (its failure rate)."""
+        how = 1 if trial else 2 if opened else 0
+        self._write(breaker, self._failed, [breaker.threshold, self._cooldown_ms, how, KEEP_S])
 
     def succeeded(self, breaker: CircuitBreaker, trial: bool) -> None:
-        self._write(breaker, self._succeeded, [int(trial), KEEP_S])
+        self._write(breaker, self._succeeded, [int(trial), KEEP_S, breaker.trials])
 
     def abandoned(self, breaker: CircuitBreaker) -> None:
         if self.usable:
