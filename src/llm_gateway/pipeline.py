@@ -96,6 +96,7 @@ class Call:
     cache_key: str | None = None
     cached_deployment: str | None = None
     upstream_started: float | None = None  # when the first provider attempt began
+    timeout_s: float | None = None  # the client's x-gateway-timeout, if it sent one
 
     @property
     def deployment(self) -> str | None:
@@ -233,7 +234,9 @@ class Pipeline:
             return await send(route)
 
         call.upstream_started = time.perf_counter()
-        return await self.router.run(model, attempt, hold=hold, request_id=call.request_id)
+        # The request's one deadline, for all its attempts (a stream's to its last byte).
+        deadline = asyncio.get_running_loop().time() + self.router.timeout_s(model, call.stream, call.timeout_s)
+        return await self.router.run(model, attempt, hold=hold, request_id=call.request_id, deadline=deadline)
 
     async def _call_chat(self, req: ChatRequest, model: ModelSettings, call: Call) -> ChatResult:
         async def send(route: Route) -> ChatResult:

@@ -50,7 +50,10 @@ class ProviderSettings(_Strict):
     # One attempt's limits (504 when passed; a timed-out attempt is retried):
     # total (a whole stream included), TCP connect, time to the answer's first
     # byte, and the longest silence between a stream's chunks (null: only the
-    # total bounds them). A model may override each.
+    # total bounds them). A model may override each. A null first byte means
+    # 120 s for a stream (so a hung provider is retried well within the
+    # request's deadline) and no limit for a non-streamed answer, whose first
+    # byte comes only once it is complete. The request's deadline caps them all.
     timeout_s: float = Field(default=600.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     first_byte_timeout_s: float | None = Field(default=None, gt=0)
@@ -118,6 +121,9 @@ class ModelSettings(_Strict):
     connect_timeout_s: float | None = Field(default=None, gt=0)
     first_byte_timeout_s: float | None = Field(default=None, gt=0)
     idle_timeout_s: float | None = Field(default=None, gt=0)
+    # Per-model overrides of the request's deadline (null: routing's).
+    request_timeout_s: float | None = Field(default=None, gt=0)
+    stream_request_timeout_s: float | None = Field(default=None, gt=0)
     # Limits on the model as a whole, summed over every caller.
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
@@ -213,6 +219,14 @@ class RoutingSettings(_Strict):
     # provider's Retry-After); a longer Retry-After is not waited for: the
     # request moves on to another deployment or a fallback, or gets the error.
     max_retry_wait_s: float = Field(default=10.0, ge=0)
+    # One deadline per request across all its attempts, retries, backoff waits
+    # and fallbacks (504 upstream_timeout when it passes); a client may ask for
+    # less with ``x-gateway-timeout``. A non-streamed answer is bounded by
+    # ``request_timeout_s``; a stream, first byte to last, by
+    # ``stream_request_timeout_s``: a long answer is worth streaming, and a
+    # client waiting on a plain one is rarely prepared to wait as long.
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    stream_request_timeout_s: float = Field(default=600.0, gt=0)
     circuit_breaker: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
 
 

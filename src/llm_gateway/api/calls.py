@@ -5,6 +5,7 @@ itself, made from a dialect's decoder and encoders (``chat_endpoint``)."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from llm_gateway.api.responses import JSONBytes, read_json, request_id
 from llm_gateway.api.sse import SSEResponse
 from llm_gateway.auth.principal import Principal
 from llm_gateway.billing.pricing import format_usd
-from llm_gateway.errors import GatewayError
+from llm_gateway.errors import GatewayError, InvalidRequest
 from llm_gateway.observability.observer import bind_call
 from llm_gateway.pipeline import Call
 from llm_gateway.providers.base import ChatResult, ChunkOrEvent
@@ -59,8 +60,22 @@ def as_gateway_error(exc: Exception, request: Request) -> GatewayError:
     return GatewayError("The gateway failed to handle this request.", code="internal_error")
 
 
+def _asked_timeout(value: str) -> float:
+    """``x-gateway-timeout``: the seconds a client gives the request, a positive
+    number (the configured deadline caps it)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise InvalidRequest(f"x-gateway-timeout must be a positive number of seconds, got {value[:40]!r}.",
+                             code="invalid_value", param="x-gateway-timeout")
+    return seconds
+
+
 def new_call(request: Request, rid: str, model: str, principal: Principal) -> Call:
-    call = Call(rid, model, principal)
+    asked = request.headers.get("x-gateway-timeout")
+    call = Call(rid, model, principal, timeout_s=None if asked is None else _asked_timeout(asked))
     bind_call(call)  # unhandled errors reach Sentry with the request's model and user
     directives = request.headers.get("cache-control")
     if directives:

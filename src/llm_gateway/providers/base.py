@@ -16,6 +16,7 @@ is answered with ``RawMessage`` / ``RawEvent``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +32,14 @@ class Timeouts:
     connect: float | None = None
     first_byte: float | None = None
     idle: float | None = None
+
+
+# The request's deadline (the event loop's clock), set by the router for the
+# request's task. The router bounds each attempt up to its answer (or a
+# stream's first event) itself; this is for what outlives the attempt: the
+# watchdog of a stream already flowing to the client. A context variable
+# rather than a parameter, so no adapter has to pass it along.
+REQUEST_DEADLINE: ContextVar[float | None] = ContextVar("request_deadline", default=None)
 
 
 @dataclass(slots=True, frozen=True)

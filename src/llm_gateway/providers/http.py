@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ import orjson
 
 from llm_gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, upstream_status_error
 from llm_gateway.providers import causes
-from llm_gateway.providers.base import Timeouts
+from llm_gateway.providers.base import REQUEST_DEADLINE, Timeouts
 from llm_gateway.settings import ProviderSettings
 
 
@@ -44,8 +45,10 @@ class Limits:
     the aiohttp timeout of a non-streaming call built from them once.
 
     A non-streaming call is bounded by ``total``, ``connect`` and, through
-    aiohttp's read timeout, ``first_byte``. A stream's ``connect`` is aiohttp's;
-    its first byte, silences and total are kept by a ``_Watchdog``.
+    aiohttp's read timeout, a configured first byte. A stream's ``connect`` is
+    aiohttp's; its first byte (``first_byte``: ``STREAM_FIRST_BYTE_S`` when
+    none is configured), silences and total are kept by a ``_Watchdog``. The
+    request's deadline caps them all (the router's, and the watchdog's).
     """
 
     total: float
@@ -56,6 +59,13 @@ class Limits:
     stream: aiohttp.ClientTimeout
 
 
+# A stream's time to first byte when none is configured: a hung provider
+# is given up on, and another deployment tried, well before the stream's
+# deadline. (A plain answer's first byte comes only once it is complete:
+# its deadline alone bounds it.)
+STREAM_FIRST_BYTE_S = 120.0
+
+
 def limits(settings: ProviderSettings, override: Timeouts | None = None) -> Limits:
     o = override or Timeouts()
     total = o.total or settings.timeout_s
@@ -63,7 +73,7 @@ def limits(settings: ProviderSettings, override: Timeouts | None = None) -> Limi
     first_byte = o.first_byte or settings.first_byte_timeout_s
     idle = o.idle or settings.idle_timeout_s
     return Limits(
-        total, connect, first_byte, idle,
+        total, connect, first_byte or STREAM_FIRST_BYTE_S, idle,
         call=aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=first_byte),
         stream=aiohttp.ClientTimeout(total=None, sock_connect=connect),
     )
@@ -78,15 +88,24 @@ class _Watchdog:
     chunk (progress is read from the response's byte count). While an idle
     limit is set the timer looks every quarter of it, so a silence is caught
     between 1 and 1.5 times the limit. A limit passed fails the pending read
-    with ``UpstreamTimeout``."""
+    with ``UpstreamTimeout``.
 
-    __slots__ = ("_content", "_end_by", "_first_by", "_handle", "_idle", "_last", "_loop", "_provider", "_seen")
+    The request's ``deadline`` ends a stream that has begun to flow. Before
+    its first byte the router keeps the deadline itself, as for any attempt
+    (a deadline passed there is no verdict on the provider); here it is only
+    looked at, so the timer wakes in time for a stream that began since."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, lim: Limits, started: float, provider: str) -> None:
+    __slots__ = ("_content", "_deadline", "_end_by", "_first_by", "_handle", "_idle", "_last", "_loop",
+                 "_provider", "_seen")
+
+    def __init__(
+        self, resp: aiohttp.ClientResponse, lim: Limits, started: float, provider: str, deadline: float | None
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._content = resp.content
         self._provider = provider
         self._end_by = started + lim.total
+        self._deadline = deadline if deadline is not None and deadline < self._end_by else math.inf
         self._first_by = started + lim.first_byte if lim.first_byte is not None else self._end_by
         self._idle = lim.idle
         self._seen = self._content.total_bytes
@@ -95,7 +114,12 @@ class _Watchdog:
         self._arm(now)
 
     def _arm(self, now: float) -> None:
-        deadline = self._end_by if self._seen else min(self._first_by, self._end_by)
+        if self._seen:
+            deadline = min(self._end_by, self._deadline)
+        else:
+            deadline = min(self._first_by, self._end_by)
+            if self._deadline > now:  # (past it, the router is ending the attempt: no need to look again)
+                deadline = min(deadline, self._deadline)
         if self._idle is not None:
             deadline = min(deadline, now + self._idle / 4)
         self._handle = self._loop.call_at(deadline, self._check)
@@ -107,6 +131,8 @@ class _Watchdog:
             self._seen, self._last = seen, now
         if now >= self._end_by:
             self._expire("took longer than the attempt's total time limit", "total")
+        elif self._seen and now >= self._deadline:
+            self._expire("outlasted the request's deadline", "request deadline")
         elif not self._seen and now >= self._first_by:
             self._expire("sent nothing within the time-to-first-byte limit", "first byte")
         elif self._seen and self._idle is not None and now - self._last >= self._idle:
@@ -321,7 +347,7 @@ class Upstream:
                     finally:
                         resp.release()
                     raise _status_error(self._map_error, resp.status, raw, resp.headers, self.name)
-        setattr(resp, _WATCHDOG, _Watchdog(resp, lim, started, self.name))
+        setattr(resp, _WATCHDOG, _Watchdog(resp, lim, started, self.name, REQUEST_DEADLINE.get()))
         return resp
 
 

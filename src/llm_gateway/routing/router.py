@@ -22,6 +22,13 @@ request at once. When no attempt could be made at all, because every
 circuit is open, the request gets 503 ``no_healthy_deployment``, with the
 seconds until the next trial in its message and ``Retry-After``.
 
+One deadline bounds all of a request's attempts (``Router.timeout_s``; SPEC
+§2 ``routing.request_timeout_s``): each attempt is cut when it passes (504
+``upstream_timeout``, and no verdict on the deployment: a client in a hurry
+says nothing of its health), and no retry or fallback starts, nor backoff
+wait, that would leave less than ``MIN_ATTEMPT_S`` of it; the request then
+gets its last failure.
+
 Each failed attempt is logged once, here (``llm_gateway.routing``, warning;
 info when the provider refused the request itself), naming the client's
 model, the deployment, the provider's kind and address (scheme, host and
@@ -42,11 +49,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from llm_gateway.errors import GatewayError, ModelNotFound, NoHealthyDeployment
-from llm_gateway.providers.base import Provider, Target, Timeouts
+from llm_gateway.errors import GatewayError, ModelNotFound, NoHealthyDeployment, UpstreamTimeout
+from llm_gateway.providers import causes
+from llm_gateway.providers.base import REQUEST_DEADLINE, Provider, Target, Timeouts
 from llm_gateway.routing.balancer import STRATEGIES, Stats
 from llm_gateway.routing.breaker import CircuitBreaker
-from llm_gateway.routing.retry import ELSEWHERE, FINAL, Backoff, verdict
+from llm_gateway.routing.retry import ELSEWHERE, FINAL, RETRY, Backoff, verdict
 from llm_gateway.routing.shared import TRIAL, SharedBreakers
 from llm_gateway.settings import CircuitBreakerSettings, Deployment, ModelSettings, RoutingSettings
 
@@ -56,6 +64,9 @@ T = TypeVar("T")
 # Whether the stream ``run(…, hold=True)`` just opened is a trial: ``track``,
 # called next in the same task, needs it to judge the stream's end.
 _HELD_TRIAL: ContextVar[bool] = ContextVar("llm_gateway_held_trial", default=False)
+# The least of a request's deadline worth starting another attempt with: less
+# is hardly time to connect and be answered, and would only load the upstream.
+MIN_ATTEMPT_S = 0.5
 
 
 @dataclass(slots=True, frozen=True)
@@ -109,6 +120,12 @@ class Router:
             self._routes[m.name] = routes
         self._chains = {m.name: [m, *(self._models[f] for f in m.fallbacks)] for m in models}
         self._pickers = {m.name: STRATEGIES[m.strategy] for m in models}
+        # Each model's deadline: (non-streamed, streamed).
+        self._timeouts_s = {
+            m.name: (m.request_timeout_s or routing.request_timeout_s,
+                     m.stream_request_timeout_s or routing.stream_request_timeout_s)
+            for m in models
+        }
         self._attempts = routing.retries + 1
         # The mock fails only when a caller asks it to (``mock-error:…``): its
         # failures say nothing of its health, and one caller's must not open
@@ -140,6 +157,13 @@ class Router:
         """The model, then its fallbacks in order: every model that may serve it."""
         return self._chains[model.name]
 
+    def timeout_s(self, model: ModelSettings, stream: bool, asked: float | None = None) -> float:
+        """The request's time, from its first attempt to its answer (a stream's
+        last byte): the model's, or routing's, or less if the client ``asked``
+        for less (``x-gateway-timeout``)."""
+        limit = self._timeouts_s[model.name][stream]
+        return asked if asked is not None and asked < limit else limit
+
     def routes(self, model: ModelSettings) -> Sequence[Route]:
         """The model's own deployments, in configured order."""
         return self._routes[model.name]
@@ -162,12 +186,14 @@ class Router:
 
     async def run(
         self, model: ModelSettings, attempt: Callable[[Route], Awaitable[T]], *, hold: bool = False,
-        request_id: str | None = None,
+        request_id: str | None = None, deadline: float | None = None,
     ) -> T:
         """The first successful ``attempt(route)``, or the last failure.
 
         With ``hold`` (a stream) the serving deployment stays in flight after
-        success until ``track``'s stream is closed."""
+        success until ``track``'s stream is closed. ``deadline`` (the event
+        loop's clock) bounds every attempt, and the stream's watchdog."""
+        REQUEST_DEADLINE.set(deadline)
         last: GatewayError | None = None
         tries: dict[str, int] = {}  # attempts per deployment in this request
         errors: dict[str, GatewayError] = {}
@@ -186,7 +212,13 @@ class Router:
                     if wait is None:
                         barred.add(label)
                         continue
+                    if _left(deadline) - wait < MIN_ATTEMPT_S:
+                        assert last is not None  # (a deployment tried has failed)
+                        raise last
                     await asyncio.sleep(wait)
+                elif number and _left(deadline) < MIN_ATTEMPT_S:
+                    assert last is not None
+                    raise last
                 trial = False
                 breaker = route.breaker
                 if not breaker.closed:  # half-open: this attempt may be the trial; or a panic
@@ -198,8 +230,17 @@ class Router:
                 made += 1
                 number += 1
                 tries[label] = tries.get(label, 0) + 1
+                timer = asyncio.timeout_at(deadline)
                 try:
-                    return await self._attempt(route, attempt, trial, hold)
+                    async with timer:
+                        return await self._attempt(route, attempt, trial, hold)
+                except TimeoutError:
+                    if not timer.expired():
+                        raise
+                    exc = UpstreamTimeout("The provider did not answer within the request's deadline.",
+                                          cause=causes.timed_out("request deadline"))
+                    _log_failure(model, route, number, exc, RETRY, request_id)
+                    raise exc from None
                 except GatewayError as exc:
                     kind = verdict(exc)
                     _log_failure(model, route, number, exc, kind, request_id)
@@ -332,6 +373,11 @@ class Router:
         against the deployment's circuit, though it cannot be retried, and a
         stream that ends well counts as a success."""
         return _Tracked(events, route, call, self, _HELD_TRIAL.get())
+
+
+def _left(deadline: float | None) -> float:
+    """Seconds left before ``deadline`` (none: no end)."""
+    return math.inf if deadline is None else deadline - asyncio.get_running_loop().time()
 
 
 def _breaker(label: str, cb: CircuitBreakerSettings) -> CircuitBreaker:
