@@ -28,13 +28,18 @@ def test_warm_key_needs_no_database_query(db_stack: Stack) -> None:
 
     engine = db_stack.app.state.gateway.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", count)
+    started = time.monotonic()
     try:
-        for _ in range(20):
-            assert httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers).status_code == 200
+        with httpx.Client(base_url=base, headers=headers) as client:
+            for _ in range(20):
+                assert client.post("/v1/chat/completions", json=body).status_code == 200
     finally:
         event.remove(engine, "before_cursor_execute", count)
-    # Without Redis, entries live one second: at most one reload in that time.
-    assert len(statements) <= 1, statements
+    elapsed = time.monotonic() - started
+    # Without Redis, entries live one second and are refreshed after half of
+    # it: at most one reload per half second (a loaded machine may be slow).
+    assert len(statements) <= 1 + int(elapsed / 0.5), (elapsed, statements)
+    assert len(statements) < 20
 
 
 def test_concurrent_first_uses_share_one_lookup(db_stack: Stack) -> None:

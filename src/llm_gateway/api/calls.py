@@ -4,14 +4,13 @@ itself, made from a dialect's decoder and encoders (``chat_endpoint``)."""
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from llm_gateway.api.auth import authenticate
@@ -26,7 +25,6 @@ from llm_gateway.providers.base import ChatResult, ChunkOrEvent
 from llm_gateway.state import GatewayState
 from llm_gateway.types import ChatRequest
 
-log = logging.getLogger("llm_gateway.http")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -47,17 +45,17 @@ def call_headers(call: Call | None, rid: str) -> dict[str, str]:
     return headers
 
 
-def as_gateway_error(exc: Exception, request: Request) -> GatewayError:
-    """``exc`` as the error the client gets. Anything but a ``GatewayError`` is
-    a bug: logged with its traceback and answered 500 — through the same path
-    as every error, so the request's limits and hold are settled all the same.
-    A client that went away is re-raised: there is no one to answer."""
+def as_gateway_error(exc: Exception, gw: GatewayState, call: Call | None) -> GatewayError:
+    """``exc`` if it is an error for the client. Anything else is a bug (or a
+    client that went away): the request is recorded as a 500 — which settles
+    what it took from the limits — and ``exc`` goes on up, to be reported
+    (Sentry) and answered 500 in the dialect's shape by the outer layers
+    (``api/guard.py``)."""
     if isinstance(exc, GatewayError):
         return exc
-    if isinstance(exc, ClientDisconnect):
-        raise exc
-    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
-    return GatewayError("The gateway failed to handle this request.", code="internal_error")
+    if call is not None:
+        gw.pipeline.finish(call, 500)
+    raise exc
 
 
 def _asked_timeout(value: str) -> float:
@@ -143,7 +141,7 @@ def chat_endpoint(dialect: ChatDialect) -> Callable[[Request], Awaitable[Respons
                                    call_headers(call, rid) | _SSE_HEADERS)
             result = await gw.pipeline.chat(req, call)
         except Exception as exc:
-            err = as_gateway_error(exc, request)
+            err = as_gateway_error(exc, gw, call)
             if call is not None:  # (a stream that had started records itself when it ends)
                 gw.pipeline.finish(call, err.status_code)
             else:

@@ -111,8 +111,10 @@ class SentryReporter:
 
     def exception(self, exc: BaseException, tags: dict[str, str], user_id: str | None = None) -> None:
         """An error nothing handled (the client got a 500)."""
-        if self._client is None:
+        if self._client is None or getattr(exc, _REPORTED, False):
             return
+        # The outermost layer logs it again (api/guard.py): one event, with this request's tags.
+        setattr(exc, _REPORTED, True)
         from sentry_sdk.utils import event_from_exception
 
         event, hint = event_from_exception(
@@ -144,6 +146,9 @@ class SentryReporter:
         client, self._client = self._client, None
         if client is not None:
             await asyncio.to_thread(client.close, 2.0)
+
+
+_REPORTED = "_llm_gateway_reported_to_sentry"
 
 
 class _ErrorLogHandler(logging.Handler):

@@ -76,7 +76,7 @@ async def embeddings(request: Request) -> Response:
         call = _new_call(request, rid, req.model, principal)
         result = await gw.pipeline.embed(req, call)
     except Exception as exc:
-        err = as_gateway_error(exc, request)
+        err = as_gateway_error(exc, gw, call)
         if call is not None:
             gw.pipeline.finish(call, err.status_code)
         else:
