@@ -182,8 +182,8 @@ def test_through_redis_a_rate_opens_for_all_and_trials_add_up_across_processes()
         client = aioredis.from_url(redis_url())
         a = _rate_breaker(label)
         b = _rate_breaker(label)  # the same deployment in another process
-        shared_a = SharedBreakers(client, {label: a}, 20, 30)
-        shared_b = SharedBreakers(client, {label: b}, 20, 30)
+        shared_a = SharedBreakers(client, {label: a}, 30)
+        shared_b = SharedBreakers(client, {label: b}, 30)
         try:
             now = time.monotonic()
             for i in range(20):  # a's window: 10 of 20 failed

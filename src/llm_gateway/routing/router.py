@@ -134,7 +134,7 @@ class Router:
         self._rng = random.Random()
         self._backoff = Backoff(routing.backoff_base_s, routing.max_retry_wait_s, self._rng)
         self.shared = (
-            SharedBreakers(redis, self._breakers, cb.failure_threshold, cb.cooldown_s) if redis is not None else None
+            SharedBreakers(redis, self._breakers, cb.cooldown_s) if redis is not None else None
         )
         self._panic = cb.panic_threshold
         # Called with the model's name for each attempt routed in panic (the

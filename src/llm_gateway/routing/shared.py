@@ -17,7 +17,8 @@ Redis not at all. Failed attempts (and the success that ends a run of
 failures) are written in the background; only the request that would make a
 trial waits, once per cooldown, to claim it. Redis failing never fails or
 hangs a request: the in-process breakers decide alone, the failure is logged
-at most every ``LOG_EVERY_S``, and Redis is left alone for ``RETRY_S``.
+at most every ``LOG_EVERY_S``, and Redis is written to again as soon as the
+background read answers (within ``SYNC_INTERVAL_S``), at most ``RETRY_S`` later.
 """
 
 from __future__ import annotations
@@ -99,10 +100,9 @@ def _keys(label: str) -> list[str]:
 
 
 class SharedBreakers:
-    def __init__(self, redis: Any, breakers: Mapping[str, CircuitBreaker], threshold: int, cooldown_s: float) -> None:
+    def __init__(self, redis: Any, breakers: Mapping[str, CircuitBreaker], cooldown_s: float) -> None:
         self._redis = redis
-        self._breakers = breakers
-        self._threshold = threshold
+        self._breakers = breakers  # each carries its own thresholds
         self._cooldown_ms = max(1, int(cooldown_s * 1000))
         self._failed = redis.register_script(_FAILED)
         self._succeeded = redis.register_script(_SUCCEEDED)
