@@ -29,7 +29,11 @@ class LiveServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=1)
+        if self.thread.is_alive():
+            # A request still in flight (a fake upstream told to hang): no need to wait for it.
+            self.server.force_exit = True
+            self.thread.join(timeout=10)
 
 
 def serve_in_thread(app: Any, *, lifespan: str = "auto") -> LiveServer:
