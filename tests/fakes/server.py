@@ -41,6 +41,10 @@ def serve_in_thread(app: Any, *, lifespan: str = "auto") -> LiveServer:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan,
         loop="asyncio", http="httptools", access_log=False,
+        # Like a real provider, keep idle connections longer than the gateway's
+        # pool does: with uvicorn's 5 s, a pooled connection reused just as the
+        # fake closes it is reset (a 502 with retries off), between test rounds.
+        timeout_keep_alive=75,
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
