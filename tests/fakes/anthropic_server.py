@@ -1,6 +1,6 @@
 """A fake Anthropic Messages API (``POST /v1/messages``) for tests.
 
-It speaks the recorded wire format of ``provider-wire/anthropic`` (bodies,
+It speaks the recorded wire format of ``tests/fixtures/wire/anthropic`` (bodies,
 error bodies, SSE framing ``event: …\\ndata: …\\n\\n``), checks what the real
 API checks that a translator can get wrong, records every request, and answers
 deterministically, steered by the last user turn:
@@ -40,7 +40,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 # Error bodies as recorded (429, 400) or assembled from documented shapes
-# (401, 500, 529), from provider-wire/anthropic/error-*.json.
+# (401, 500, 529), from tests/fixtures/wire/anthropic/error-*.json.
 ERROR_BODIES: dict[int, dict[str, Any]] = {
     400: {"type": "error", "error": {"type": "invalid_request_error", "message": (
         "messages.0.content.1: unexpected `tool_use_id` found in `tool_result` blocks: "

@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import AUTH, gateway_config
-from tests.fakes import openai_server
-from tests.fakes.server import serve_in_thread
 from tests.integration.processes import gateway_processes
 from tests.integration.redis_server import RestartableRedis, restartable_redis  # noqa: F401  (fixture)
+from tests.integration.test_limits_redis import upstream  # noqa: F401  (fixture)
 
 HI = [{"role": "user", "content": "hi"}]
 BACK_WITHIN_S = 1.0  # the bar: Redis's limits again this long after it answers
@@ -36,13 +33,6 @@ class Sent:
     code: str | None
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[str]:
-    server = serve_in_thread(openai_server.create_app())
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def user_key(base: str, rpm: int) -> str:
@@ -96,8 +86,8 @@ def restart(redis: RestartableRedis, down_s: float) -> tuple[float, float]:
     return killed, redis.start()
 
 
-def config(upstream: str, folder: Path, redis: RestartableRedis, mode: str) -> dict[str, Any]:
-    return gateway_config({"openai": upstream}, f"sqlite+aiosqlite:///{folder}/gw.db") | {
+def config(upstream_url: str, folder: Path, redis: RestartableRedis, mode: str) -> dict[str, Any]:
+    return gateway_config({"openai": upstream_url}, f"sqlite+aiosqlite:///{folder}/gw.db") | {
         "redis_url": redis.url, "limits": {"default_user": {"rpm": None, "tpm": None}, "failure_mode": mode}}
 
 
