@@ -33,7 +33,7 @@ import orjson
 
 from llm_gateway.api.openai.encode import encode_chat_response, encode_embedding_response
 from llm_gateway.auth.principal import Principal
-from llm_gateway.billing.ledger import Hold, Ledger
+from llm_gateway.billing.ledger import MAX_BALANCE_USD, Hold, Ledger
 from llm_gateway.billing.pricing import cost_usd, format_usd, max_cost_usd
 from llm_gateway.billing.usage import UsageEvent, UsageWriter
 from llm_gateway.cache import Entry, ResponseCache, StreamAssembler, cache_key, replay_chunks
@@ -65,8 +65,6 @@ from llm_gateway.types import (
 )
 
 log = logging.getLogger("llm_gateway.billing")
-# No balance may hold more (a balance is stored in nano-dollars in 64 bits, ~9.2e9 USD).
-MAX_RESERVATION_USD = Decimal(1_000_000_000)
 T = TypeVar("T")
 
 
@@ -284,7 +282,7 @@ class Pipeline:
             return  # the master key is charged to nobody
         if amount <= 0 and principal.budget_usd is None and not principal.shared_budgets:
             return  # a model priced at zero needs no balance
-        if amount > MAX_RESERVATION_USD:
+        if amount > MAX_BALANCE_USD:  # can never fit, and past it the nano-dollars leave 64 bits
             raise InvalidRequest(
                 f"This request could cost up to {format_usd(amount)} USD, more than any balance can hold; "
                 "ask for fewer tokens (max_tokens) or choices (n).", code="invalid_value", param="max_tokens")

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from llm_gateway.api.guard import BodyTooLarge, error_bytes
 from llm_gateway.errors import GatewayError, InvalidRequest, NotFound, RequestTooLarge
 from llm_gateway.ids import RequestIds
 
@@ -42,8 +43,6 @@ def request_id(request: Request, ids: RequestIds) -> str:
 async def read_json(request: Request, limit: int) -> Any:
     """The body parsed as JSON; 413 past ``limit`` bytes (checked before reading
     when the client declares a length), 400 ``invalid_json`` when malformed."""
-    from llm_gateway.api.guard import BodyTooLarge
-
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
@@ -109,8 +108,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        from llm_gateway.api.guard import error_bytes
-
         if exc.status_code == 404:
             err: GatewayError = NotFound(f"Unknown path: {request.method} {request.url.path}")
         elif exc.status_code == 405:
