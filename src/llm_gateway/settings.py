@@ -13,14 +13,14 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llm_gateway.catalogue import catalogue_models
 
-ProviderKind = Literal["openai", "anthropic", "gemini", "openai_compatible", "mock"]
+ProviderKind = Literal["openai", "anthropic", "gemini", "openai_compatible", "mock", "litellm"]
 
 DEFAULT_API_BASES: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
@@ -72,6 +72,8 @@ class ProviderSettings(_Strict):
     # mock only: per-request latency before the first byte, and chunks per stream.
     latency_ms: float = Field(default=0.0, ge=0)
     chunks: int = Field(default=0, ge=0)
+    # litellm only: handed to LiteLLM as they are (aws_region_name, api_version, …).
+    litellm_params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_base(self) -> ProviderSettings:
@@ -79,6 +81,8 @@ class ProviderSettings(_Strict):
             raise ValueError("api_base is required for kind openai_compatible")
         if self.api_base is not None and not re.match(r"^https?://", self.api_base):
             raise ValueError("api_base must start with http:// or https://")
+        if self.litellm_params and self.kind != "litellm":
+            raise ValueError("litellm_params applies to kind litellm only")
         return self
 
     @property
@@ -88,6 +92,10 @@ class ProviderSettings(_Strict):
 
 
 class Pricing(_Strict):
+    # Where the prices come from, shown in /v1/models: the config (or the
+    # built-in catalogue), or LiteLLM's bundled price map (a subclass).
+    source: ClassVar[str] = "config"
+
     input_per_mtok: Decimal = Decimal(0)
     output_per_mtok: Decimal = Decimal(0)
     cached_input_per_mtok: Decimal | None = None
@@ -473,6 +481,11 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             data[name] = override
     data = _with_builtin_models(data)
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_error(exc)) from None
+    if any(p.kind == "litellm" for p in settings.providers):
+        from llm_gateway.providers.litellm.config import prepare  # (imports no LiteLLM)
+
+        settings = prepare(settings)
+    return settings

@@ -17,6 +17,7 @@ ADAPTERS: dict[str, str] = {
     "anthropic": "llm_gateway.providers.anthropic.adapter:AnthropicProvider",
     "gemini": "llm_gateway.providers.gemini.adapter:GeminiProvider",
     "mock": "llm_gateway.providers.mock:MockProvider",
+    "litellm": "llm_gateway.providers.litellm.adapter:LiteLLMProvider",
 }
 
 

@@ -30,6 +30,7 @@ from llm_gateway.errors import GatewayError, ModelNotFound
 from llm_gateway.pipeline import Call
 from llm_gateway.providers.base import ChatResult, ChunkOrEvent, RawChat, RawChunk, RawEmbedding
 from llm_gateway.providers.results import canonical_chat, canonical_events
+from llm_gateway.settings import Pricing
 from llm_gateway.state import GatewayState
 from llm_gateway.types import ChatRequest
 
@@ -94,7 +95,19 @@ def _model_object(gw: GatewayState, name: str) -> dict[str, Any]:
         "object": "model",
         "created": gw.started_at,
         "owned_by": model.deployments[0].provider,
+        "pricing": _pricing(model.pricing),
     }
+
+
+def _pricing(pricing: Pricing) -> dict[str, Any]:
+    """The model's prices (USD per million tokens, decimal strings) and where
+    they come from: ``config`` (or the built-in catalogue), ``litellm``
+    (LiteLLM's bundled price map), or ``none`` (unpriced: free)."""
+    cached = pricing.cached_input_per_mtok
+    return {"input_per_mtok": format(pricing.input_per_mtok, "f"),
+            "output_per_mtok": format(pricing.output_per_mtok, "f"),
+            "cached_input_per_mtok": None if cached is None else format(cached, "f"),
+            "source": pricing.source if pricing.model_fields_set else "none"}
 
 
 async def list_models(request: Request) -> Response:
