@@ -7,13 +7,13 @@ configured every decision is one atomic round trip; when Redis fails the
 configured ``failure_mode`` decides: ``fail_open`` falls back to this
 process's limits, ``fail_closed`` answers 503 — until Redis answers a PING
 again (``RedisWatch``), so a dead Redis costs no request a timeout and a
-restarted one is used again within a tenth of a second.
+restarted one is used again within a tenth of a second. Concurrent
+decisions share their round trip, and corrections ride along with the next
+one (``RedisBackend``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,12 +26,11 @@ from llm_gateway.limits.gcra import Decision, Rule, RuleState, admission_cost, f
 from llm_gateway.redis_watch import RedisWatch
 from llm_gateway.settings import LimitsSettings, ModelSettings
 
-log = logging.getLogger("llm_gateway.limits")
-
 
 class Backend(Protocol):
     async def decide(self, rules: tuple[Rule, ...]) -> Decision: ...
-    async def correct(self, rules: tuple[Rule, ...], deltas: tuple[int, ...]) -> None: ...
+    def correct(self, rules: tuple[Rule, ...], deltas: tuple[int, ...]) -> None: ...
+    async def drain(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -81,7 +80,6 @@ class Limiter:
         self.fail_closed = settings.failure_mode == "fail_closed"
         self.redis_failures = 0  # decisions taken in process because Redis failed
         self.on_redis_failure: Callable[[], None] | None = None  # counted in metrics
-        self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ rules
 
@@ -155,28 +153,17 @@ class Limiter:
     # ------------------------------------------------------- correction
 
     def correct(self, admission: Admission, used_tokens: int) -> None:
-        """Replace the admitted token estimate with the real usage, in the
-        background (the answer has already gone)."""
+        """Replace the admitted token estimate with the real usage: at once in
+        memory, within a few milliseconds on Redis (the answer has already
+        gone)."""
         delta = used_tokens - admission.tokens
         if delta == 0:
             return
         rules = tuple(r for r in admission.rules if r.unit == "tokens")
-        if not rules:
-            return
-        deltas = (delta,) * len(rules)
-        if admission.backend is self.memory:
-            self.memory.correct_now(rules, deltas)
-            return
-        task = asyncio.get_running_loop().create_task(self._correct(admission.backend, rules, deltas))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _correct(self, backend: Backend, rules: tuple[Rule, ...], deltas: tuple[int, ...]) -> None:
-        try:
-            await backend.correct(rules, deltas)
-        except Exception as exc:
-            log.warning("rate limiter: token correction lost (%s)", type(exc).__name__)
+        if rules:
+            admission.backend.correct(rules, (delta,) * len(rules))
 
     async def drain(self) -> None:
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        """Send the corrections not yet on Redis (graceful shutdown)."""
+        if self.redis is not None:
+            await self.redis.drain()
