@@ -309,6 +309,24 @@ _PLACEHOLDER_WORDS = ("changeme", "change-me", "change_me", "changethis", "place
 _PLACEHOLDER_VALUES = {"secret", "password", "master", "masterkey", "master-key", "admin", "default", "none", "null"}
 
 
+class BillingSettings(_Strict):
+    # An open reservation that its process stops renewing (the process died)
+    # is released by any process's sweep this long after its last renewal.
+    reservation_ttl_s: float = Field(default=120, ge=2, le=86400)
+    # Charges the database could not take yet (it is down) are kept in memory
+    # and retried; past ``journal_after`` of them, and at shutdown, they go to
+    # files in this folder, replayed when a gateway starts.
+    journal_dir: str = "./data/money-journal"
+    journal_after: int = Field(default=10_000, ge=1, le=10_000_000)
+    # How long an answer waits for its charge to be committed before it goes
+    # out anyway (the charge stays owed and is retried).
+    settle_wait_s: float = Field(default=2.0, ge=0, le=60)
+
+
+class UiSettings(_Strict):
+    enabled: bool = True  # the dashboard at /ui/
+
+
 class Settings(_Strict):
     # "production" refuses placeholder secrets at start-up (the Docker image sets it).
     environment: Literal["development", "production"] = "development"
@@ -330,6 +348,8 @@ class Settings(_Strict):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    billing: BillingSettings = Field(default_factory=BillingSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
 
     @field_validator("redis_url", mode="before")
     @classmethod

@@ -104,7 +104,9 @@ class GatewayState:
         auth = Authenticator(db, cache, bus, master_hash=master, tokens=tokens, external=external,
                              stored_master=not settings.master_key)
         throttle = LoginThrottle(redis)
-        ledger = Ledger(db)
+        billing = settings.billing
+        ledger = Ledger(db, reservation_ttl_s=billing.reservation_ttl_s, journal_dir=billing.journal_dir,
+                        journal_after=billing.journal_after, settle_wait_s=billing.settle_wait_s)
         usage = UsageWriter(db, flush_interval_s=settings.usage_flush_interval_s)
         watch = RedisWatch(redis) if redis is not None else None
         limiter = Limiter(settings.limits, redis, watch)
@@ -127,8 +129,10 @@ class GatewayState:
             await self.external.start()
         self.auth.bus.start()
         self.usage.start()
+        self.ledger.start()
         self.router.start()
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        sweep_every = min(30.0, self.settings.billing.reservation_ttl_s / 2)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(sweep_every))
         try:
             await ensure_schema(self.db)
             await self._load_secrets()
@@ -177,7 +181,7 @@ class GatewayState:
         await self.usage.aclose()
         if self.observer is not None:
             await self.observer.aclose()
-        self.ledger.close()
+        await self.ledger.aclose()
         await self.auth.aclose()
         await self.auth.bus.aclose()
         if self.external is not None:

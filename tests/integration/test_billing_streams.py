@@ -98,7 +98,9 @@ def test_insufficient_balance_is_402_before_calling_the_provider(money_stack: St
     assert ok.status_code == 200
 
 
-def test_money_costs_two_statements_per_request_on_postgresql(money_stack: Stack) -> None:
+def test_money_costs_two_round_trips_per_request_on_postgresql(money_stack: Stack) -> None:
+    """At one request at a time: one round trip to reserve, one to settle,
+    through the money writer's own connection; nothing through the ORM."""
     if not money_stack.database_url.startswith("postgresql"):
         pytest.skip("the round-trip budget is PostgreSQL's; SQLite has no network round trips")
     from sqlalchemy import event
@@ -114,11 +116,14 @@ def test_money_costs_two_statements_per_request_on_postgresql(money_stack: Stack
         if "usage_records" not in statement:  # written in batches, off the request path
             statements.append(statement.split()[0])
 
-    engine = money_stack.app.state.gateway.db.engine.sync_engine
+    gateway = money_stack.app.state.gateway
+    engine = gateway.db.engine.sync_engine
+    before = gateway.ledger.money.round_trips
     event.listen(engine, "before_cursor_execute", count)
     try:
         resp = httpx.post(f"{money_stack.url}/v1/chat/completions", json=body, headers=headers)
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert resp.status_code == 200
-    assert statements == ["WITH", "WITH"], statements  # one to reserve, one to settle
+    assert statements == [], statements
+    assert gateway.ledger.money.round_trips - before == 2  # one to reserve, one to settle

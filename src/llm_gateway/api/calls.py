@@ -18,6 +18,7 @@ from llm_gateway.api.responses import JSONBytes, read_json, request_id
 from llm_gateway.api.sse import SSEResponse
 from llm_gateway.auth.principal import Principal
 from llm_gateway.billing.pricing import format_usd
+from llm_gateway.db.errors import database_unavailable, is_unreachable
 from llm_gateway.errors import GatewayError, InvalidRequest
 from llm_gateway.observability.observer import bind_call
 from llm_gateway.pipeline import Call
@@ -53,6 +54,8 @@ def as_gateway_error(exc: Exception, gw: GatewayState, call: Call | None) -> Gat
     (``api/guard.py``)."""
     if isinstance(exc, GatewayError):
         return exc
+    if is_unreachable(exc):
+        return database_unavailable()
     if call is not None:
         gw.pipeline.finish(call, 500)
     raise exc
@@ -114,9 +117,15 @@ class ChatDialect:
     headers: Callable[[ChatRequest, Request], None] | None = None
 
 
-def chat_endpoint(dialect: ChatDialect) -> Callable[[Request], Awaitable[Response]]:
+PrincipalOf = Callable[[Request, GatewayState], Awaitable[Principal]]
+
+
+def chat_endpoint(
+    dialect: ChatDialect, principal_of: PrincipalOf = authenticate
+) -> Callable[[Request], Awaitable[Response]]:
     """The route handler for a dialect's chat endpoint: authenticate, decode,
-    run the pipeline, and answer as JSON or as a stream."""
+    run the pipeline, and answer as JSON or as a stream. ``principal_of``
+    names the caller (the dashboard's playground passes its session's)."""
 
     def error(exc: GatewayError, headers: dict[str, str]) -> Response:
         return JSONBytes(dialect.error_body(exc), status_code=exc.status_code,
@@ -128,7 +137,7 @@ def chat_endpoint(dialect: ChatDialect) -> Callable[[Request], Awaitable[Respons
         rid = request_id(request, gw.ids)
         call: Call | None = None
         try:
-            principal = await authenticate(request, gw)
+            principal = await principal_of(request, gw)
             req = dialect.decode(await read_json(request, gw.settings.max_request_bytes))
             if dialect.headers is not None:
                 dialect.headers(req, request)

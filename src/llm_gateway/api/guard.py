@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm_gateway.api.anthropic.encode import error_body as anthropic_error_body
+from llm_gateway.db.errors import database_unavailable, is_unreachable
 from llm_gateway.errors import GatewayError, RequestTooLarge
 from llm_gateway.ids import RequestIds
 
@@ -119,14 +120,20 @@ class RequestGuard:
         except BodyTooLarge as exc:
             if not started:
                 await self._answer(scope, send, RequestTooLarge(str(exc.detail)), close=True)
-        except OSError as exc:  # the socket went away while answering
-            log.info("client disconnected while being answered (%s): %s %s", type(exc).__name__,
-                     scope["method"], scope["path"])
-        except Exception:
-            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            if not started:
-                await self._answer(scope, send, GatewayError(
-                    "The gateway failed to handle this request.", code="internal_error"))
+        except Exception as exc:
+            if is_unreachable(exc):  # an outage, not a bug: 503, the connection kept
+                log.warning("database unreachable (%s): %s %s answered 503", type(exc).__name__, scope["method"],
+                            scope["path"])
+                if not started:
+                    await self._answer(scope, send, database_unavailable())
+            elif isinstance(exc, OSError):  # the socket went away while answering
+                log.info("client disconnected while being answered (%s): %s %s", type(exc).__name__,
+                         scope["method"], scope["path"])
+            else:
+                log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+                if not started:
+                    await self._answer(scope, send, GatewayError(
+                        "The gateway failed to handle this request.", code="internal_error"))
 
     async def _answer(self, scope: Scope, send: Send, err: GatewayError, close: bool = False) -> None:
         body = error_bytes(scope["path"], err)

@@ -15,13 +15,15 @@ IMMEDIATE`` transactions on one writer thread (SQLite, ``sqlite_money``):
   with every key it made; a hold records them all (``key_id`` and
   ``shared_key_ids``) so that settling and sweeping release the same rows.
 
-On PostgreSQL a request costs two round trips for money: one statement to
-reserve, one to settle (release, charge, record the ledger entry). Keys with
-a budget add a short transaction at reservation.
+On PostgreSQL reservations and settlements go through ``pg_money``'s group
+commit: concurrent requests share one round trip and one commit. A key with
+a budget reserves in a short transaction of its own. A settlement is never
+lost to a database outage (``pg_money``: kept, retried, journalled).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,7 +35,10 @@ from sqlalchemy.engine import Result, make_url
 from sqlalchemy.exc import IntegrityError
 
 from llm_gateway.billing import sqlite_money
+from llm_gateway.billing.journal import Journal
+from llm_gateway.billing.pg_money import PgMoney, Settlement
 from llm_gateway.db.engine import Database
+from llm_gateway.db.errors import database_unavailable, is_unreachable
 from llm_gateway.db.types import NANOS_PER_USD, UTCDateTime, utcnow
 from llm_gateway.errors import Conflict, InsufficientQuota, InvalidRequest, NotFound
 from llm_gateway.ids import new_id
@@ -105,52 +110,34 @@ class _Replay(Exception):
 
 _TS = UTCDateTime()
 
-_PG_RESERVE = text("""
-WITH u AS (
-    UPDATE users SET reserved_usd = reserved_usd + :amt
-    WHERE id = :uid AND balance_usd - reserved_usd >= :amt
-    RETURNING id)
-INSERT INTO reservations (id, user_id, key_id, period, amount_usd, expires_at, created_at)
-SELECT :rid, u.id, :kid, :period, :amt, :exp, :now FROM u
-RETURNING id
-""").bindparams(bindparam("exp", type_=_TS), bindparam("now", type_=_TS))
-
-_PG_SETTLE = text("""
-WITH r AS (
-    DELETE FROM reservations WHERE id = :rid RETURNING amount_usd, key_id, period, shared_key_ids),
-held AS (SELECT COALESCE(SUM(amount_usd), 0) AS amt FROM r),
-cur AS (SELECT balance_usd, reserved_usd FROM users WHERE id = :uid FOR UPDATE),
-ch AS (
-    SELECT GREATEST(0, LEAST(:cost, cur.balance_usd - cur.reserved_usd + held.amt)) AS charged, held.amt AS amt
-    FROM cur, held),
-upd AS (
-    UPDATE users SET balance_usd = users.balance_usd - ch.charged, reserved_usd = users.reserved_usd - ch.amt
-    FROM ch WHERE users.id = :uid
-    RETURNING users.balance_usd AS balance_after, ch.charged AS charged),
-ks AS (
-    UPDATE key_spend SET spent_usd = key_spend.spent_usd + upd.charged,
-                         reserved_usd = key_spend.reserved_usd - r.amount_usd
-    FROM r, upd WHERE key_spend.period = r.period AND key_spend.key_id = ANY(
-        array_prepend(r.key_id, string_to_array(COALESCE(r.shared_key_ids, ''), ' ')))),
-led AS (
-    INSERT INTO ledger_entries (id, user_id, kind, amount_usd, balance_after_usd, request_id, key_id, created_at)
-    SELECT :lid, :uid, 'charge', -upd.charged, upd.balance_after, :req, :kid, :now FROM upd WHERE upd.charged > 0)
-SELECT charged, balance_after FROM upd
-""").bindparams(bindparam("now", type_=_TS))
-
-
 class Ledger:
-    def __init__(self, db: Database, *, reservation_ttl_s: float = 3600.0) -> None:
+    def __init__(
+        self, db: Database, *, reservation_ttl_s: float = 3600.0, journal_dir: str | None = None,
+        journal_after: int = 10_000, settle_wait_s: float = 2.0,
+    ) -> None:
         self.db = db
         self.ttl = timedelta(seconds=reservation_ttl_s)
+        self.settle_wait_s = settle_wait_s
         self._pg = db.dialect == "postgresql"
-        self._auto = db.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._sqlite: sqlite_money.SQLiteWriter | None = None
+        self.money: PgMoney | None = None
+        if self._pg:
+            self.money = PgMoney(db.connect_args(), ttl_s=reservation_ttl_s,
+                                 journal=Journal(journal_dir or "./data/money-journal"), journal_after=journal_after)
         if db.is_sqlite:
             path = make_url(db.url).database
             if not path or path == ":memory:":
                 raise ValueError("billing needs a SQLite database file, not an in-memory database")
             self._sqlite = sqlite_money.SQLiteWriter(path)
+
+    def start(self) -> None:
+        if self.money is not None:
+            self.money.start()
+
+    async def aclose(self) -> None:
+        if self.money is not None:
+            await self.money.aclose()
+        self.close()
 
     def close(self) -> None:
         if self._sqlite is not None:
@@ -182,10 +169,9 @@ class Ledger:
         params = {"amt": amt, "uid": user_id, "rid": hold.id, "kid": kids[0] if kids else key_id,
                   "shared": " ".join(kids[1:]) or None, "period": period, "exp": now + self.ttl, "now": now,
                   "kids": list(kids), "budgets": limits}
-        if self._pg and period is None:
-            async with self._auto.connect() as conn:
-                if (await conn.execute(_PG_RESERVE, params)).first() is None:
-                    raise _insufficient()
+        if self.money is not None and period is None:
+            if not await self.money.reserve(hold.id, user_id, key_id, amt):
+                raise _insufficient()
             return hold
         if self._sqlite is not None:
             try:
@@ -198,6 +184,19 @@ class Ledger:
                     raise _budget_exceeded(bool(shared_budgets)) from None
                 raise _insufficient() from None
             return hold
+        try:
+            await self._reserve_budgeted(params, len(kids), bool(shared_budgets))
+        except InsufficientQuota:
+            raise
+        except Exception as exc:
+            if is_unreachable(exc):
+                raise database_unavailable() from None
+            raise
+        if self.money is not None:
+            self.money.live[hold.id] = None  # renewed while this process lives
+        return hold
+
+    async def _reserve_budgeted(self, params: dict[str, Any], n_keys: int, shared: bool) -> None:
         async with self.db.engine.begin() as conn:
             # A budgeted key on PostgreSQL: one short transaction that locks
             # users → key_spend, the order settlement uses too. Every key of a
@@ -215,27 +214,32 @@ class Ledger:
                 "FROM unnest(CAST(:kids AS VARCHAR[]), CAST(:budgets AS BIGINT[])) AS b(kid, budget) "
                 "WHERE key_spend.key_id = b.kid AND key_spend.period = :period "
                 "AND key_spend.spent_usd + key_spend.reserved_usd + :amt <= b.budget"), params)
-            if fits.rowcount != len(kids):  # type: ignore[attr-defined]
-                raise _budget_exceeded(bool(shared_budgets))  # the transaction rolls back the user's hold too
+            if fits.rowcount != n_keys:  # type: ignore[attr-defined]
+                raise _budget_exceeded(shared)  # the transaction rolls back the user's hold too
             await conn.execute(text(
                 "INSERT INTO reservations (id, user_id, key_id, period, amount_usd, expires_at, created_at, "
                 "shared_key_ids) VALUES (:rid, :uid, :kid, :period, :amt, :exp, :now, :shared)").bindparams(
                     bindparam("exp", type_=_TS), bindparam("now", type_=_TS)), params)
-        return hold
 
     # ------------------------------------------------------------ settle
 
-    async def settle(self, hold: Hold, cost: Decimal, request_id: str) -> Decimal:
+    async def settle(self, hold: Hold, cost: Decimal, request_id: str) -> Decimal | None:
         """Release the hold and charge ``cost`` (never more than is free, so a
-        balance never goes below zero). Returns what was charged."""
+        balance never goes below zero). Returns what was charged, or None when
+        the database has not taken the charge within ``settle_wait_s``: it
+        stays owed and is retried (PostgreSQL)."""
         cost_n = max(0, to_nanos(cost))
         now = utcnow()
-        params = {"rid": hold.id, "uid": hold.user_id, "cost": cost_n, "lid": new_id("txn"), "req": request_id,
+        entry_id = new_id("txn")
+        params = {"rid": hold.id, "uid": hold.user_id, "cost": cost_n, "lid": entry_id, "req": request_id,
                   "kid": hold.key_id, "now": now}
-        if self._pg:
-            async with self._auto.connect() as conn:
-                row = (await conn.execute(_PG_SETTLE, params)).first()
-            return from_nanos(row[0]) if row is not None else Decimal(0)
+        if self.money is not None:
+            done = self.money.settle(Settlement(hold.id, hold.user_id, cost_n, entry_id, request_id, hold.key_id))
+            try:
+                charged = await asyncio.wait_for(asyncio.shield(done), self.settle_wait_s)
+            except TimeoutError:
+                return None
+            return from_nanos(max(charged, 0))
         assert self._sqlite is not None
         charged_n = await self._sqlite.run(
             sqlite_money.settle, hold.id, hold.user_id, hold.key_id, cost_n, params["lid"], request_id,
