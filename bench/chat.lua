@@ -1,8 +1,10 @@
 -- wrk script: POST the JSON body read from the file named by the first script
 -- argument (with "Authorization: Bearer <second argument>" when there is one),
 -- and count answers outside 2xx, keeping the first one so that the
--- runner can show what the server said.
---   wrk -t1 -c16 -d10s --latency -s bench/chat.lua URL -- body.json [api-key]
+-- runner can show what the server said. With a third argument, a file of API
+-- keys (one a line), each request carries one of them picked at random: the
+-- load of many users at once.
+--   wrk -t1 -c16 -d10s --latency -s bench/chat.lua URL -- body.json [api-key [keys-file]]
 
 local threads = {}
 
@@ -18,6 +20,22 @@ function init(args)
   wrk.headers["Content-Type"] = "application/json"
   if args[2] ~= nil and args[2] ~= "" then
     wrk.headers["Authorization"] = "Bearer " .. args[2]
+  end
+  if args[3] ~= nil and args[3] ~= "" then
+    -- Every request is prepared here; request() only picks one.
+    local prepared = {}
+    for key in io.lines(args[3]) do
+      if key ~= "" then
+        wrk.headers["Authorization"] = "Bearer " .. key
+        table.insert(prepared, wrk.format())
+      end
+    end
+    assert(#prepared > 0, "no keys in " .. args[3])
+    math.randomseed(os.time() + tonumber(tostring(prepared):match("0x(%x+)") or "0", 16))
+    local n = #prepared
+    request = function()
+      return prepared[math.random(n)]
+    end
   end
   bad = 0
   first_bad = ""

@@ -48,7 +48,7 @@ def _ms(v: float) -> str:
 
 def _load_table(direct: PathResult, gw: PathResult) -> list[str]:
     head = (f"{'conc':>5} {'direct rps':>11} {'gw rps':>9} {'ratio':>6} {'direct p50':>11} {'direct p99':>11}"
-            f" {'gw p50':>9} {'gw p99':>9} {'added p50':>10}")
+            f" {'gw p50':>9} {'gw p99':>9} {'added p50':>10} {'gw CPU/req':>11}")
     rows = [head, "-" * len(head)]
     by_conc = {r.concurrency: r for r in direct.load}
     for g in gw.load:
@@ -58,6 +58,7 @@ def _load_table(direct: PathResult, gw: PathResult) -> list[str]:
         rows.append(
             f"{g.concurrency:>5} {d.rps:>11.0f} {g.rps:>9.0f} {g.rps / d.rps:>6.3f} {_ms(d.p50_ms):>11}"
             f" {_ms(d.p99_ms):>11} {_ms(g.p50_ms):>9} {_ms(g.p99_ms):>9} {_ms(g.p50_ms - d.p50_ms):>10}"
+            f" {_ms(g.cpu_ms_per_request) if g.cpu_ms_per_request is not None else '-':>11}"
         )
     return rows
 
@@ -96,6 +97,37 @@ def render(meta: dict[str, Any], direct: PathResult, gateways: list[PathResult])
             f"RSS: {gw.rss_after_warmup_mib or 0:.1f} MiB after warm-up, "
             f"{gw.rss_after_load_mib or 0:.1f} MiB after load",
         ]
+    return "\n".join(lines)
+
+
+def render_profile(meta: dict[str, Any], direct: PathResult, lean: PathResult, paths: list[PathResult]) -> str:
+    """The production profile beside the lean path: throughput at every
+    concurrency with its ratio to lean, the latency added over the direct
+    path at the lowest concurrency, and the gateway's CPU time per request."""
+    concs = [r.concurrency for r in lean.load]
+    low = min(concs)
+    by = {p.name: {r.concurrency: r for r in p.load} for p in [direct, lean, *paths]}
+    head = f"{'':<34}" + "".join(f"{f'c={c} req/s':>12}{'x lean':>7}" for c in concs)
+    head += f"{f'added p50 c={low}':>17}{f'added p99 c={low}':>17}{f'p99 c={low}':>11}"
+    head += "".join(f"{f'CPU/req c={c}':>14}" for c in concs)
+    lines = ["", f"== production profile vs the lean path ({meta['duration_s']}s per point) ==", "", head,
+             "-" * len(head)]
+    d = by[direct.name][low]
+    for path in [lean, *paths]:
+        row = f"{path.name[:33]:<34}"
+        for c in concs:
+            r, base = by[path.name].get(c), by[lean.name][c]
+            row += f"{r.rps:>12.0f}{r.rps / base.rps:>7.2f}" if r else f"{'-':>19}"
+        r = by[path.name].get(low)
+        if r is not None:
+            row += f"{_ms(r.p50_ms - d.p50_ms):>17}{_ms(r.p99_ms - d.p99_ms):>17}{_ms(r.p99_ms):>11}"
+        for c in concs:
+            r = by[path.name].get(c)
+            cpu = r.cpu_ms_per_request if r else None
+            row += f"{_ms(cpu) if cpu is not None else '-':>14}"
+        lines.append(row)
+    lines += ["", "x lean: throughput over the lean path's at the same concurrency; added: over the direct path "
+              "(client -> fake upstream); CPU/req: the gateway's CPU time (user + system) per request."]
     return "\n".join(lines)
 
 

@@ -24,6 +24,22 @@ Environment:
     BENCH_ENDPOINT=messages  load the gateways through POST /v1/messages (the same question
                              in Anthropic's dialect, translated to the OpenAI-format upstream)
                              instead of /v1/chat/completions; the direct path is unchanged
+    BENCH_PROFILE=production (or ``make bench-production``) the production profile, below
+    BENCH_USERS=200          users of the production profile's many-users load
+
+The production profile prints, in one run and side by side with each one's
+ratio to the lean path: the LEAN path (SQLite, the master key: no billing, no
+limits), and the PRODUCTION setup — PostgreSQL + Redis, ordinary users' API
+keys, billing on (the model is priced, the users funded through the admin
+API), limits on Redis checked on every request but set far above the load —
+under two loads: ONE HOT USER (every request with one key) and BENCH_USERS
+users at once (wrk picks one of their keys per request). Both production
+loads run against the same gateway. PostgreSQL: a fresh database made on
+postgresql://postgres@127.0.0.1:5432 and dropped afterwards, unless
+BENCH_DATABASE_URL names one; Redis: BENCH_REDIS_URL, by default database
+13 of 127.0.0.1:6379, whose ``llm-gateway:*`` keys (and only those) are
+deleted before and after. The gateway's CPU time per request is measured
+at every point.
 
 ``--config-extra F`` benches a second gateway, configured with the base
 config deep-merged with YAML file F (mappings merge, lists and scalars
@@ -35,20 +51,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+import production
 from procs import BenchError, Child, free_port, install_signal_handlers, running, wait_for_health, wait_for_port
-from report import PathResult, StreamStats, render, write_json
+from report import PathResult, StreamStats, render, render_profile, write_json
 from stream_client import measure
 from wrk_runner import ensure_wrk, run_wrk
 
@@ -86,6 +102,10 @@ class Options:
         self.endpoint = os.environ.get("BENCH_ENDPOINT", "chat")
         if self.endpoint not in ("chat", "messages"):
             raise BenchError(f"BENCH_ENDPOINT must be 'chat' or 'messages', not {self.endpoint!r}")
+        self.profile = os.environ.get("BENCH_PROFILE", "default")
+        if self.profile not in ("default", "production"):
+            raise BenchError(f"BENCH_PROFILE must be 'default' or 'production', not {self.profile!r}")
+        self.users = int(os.environ.get("BENCH_USERS", "200"))
 
 
 MASTER_KEY = "gw-bench-master-key-000000000000000000000000000"
@@ -146,12 +166,38 @@ def bench_direct(opts: Options, wrk: str, upstream: str, body_file: Path, stream
     return result
 
 
+class Shape:
+    """One load on a gateway: whose keys send it. ``users`` 0: the master
+    key; 1: one user's key (or BENCH_API_KEY); N: N users', one picked at
+    random per request."""
+
+    def __init__(self, name: str, users: int = 1) -> None:
+        self.name = name
+        self.users = users
+
+    def credentials(self, base: str, master_key: str, opts: Options, tmp: Path) -> tuple[str, Path | None]:
+        """The API key (for the stream client too) and the keys file, if any."""
+        if self.users == 0:
+            return master_key, None
+        if self.users == 1:
+            # The realistic path: an ordinary user's API key made through the admin API.
+            return opts.api_key or production.funded_user_key(base, master_key), None
+        print(f"  making {self.users} funded users and their keys ...", flush=True)
+        keys = production.funded_user_keys(base, master_key, self.users)
+        keys_file = tmp / f"keys-{self.users}.txt"
+        keys_file.write_text("\n".join(keys) + "\n")
+        return keys[0], keys_file
+
+
 def bench_gateway(name: str, config: dict[str, Any], opts: Options, wrk: str, tmp: Path, upstream: str,
-                  body_file: Path, stream_body: bytes, workers: int = 1) -> PathResult:
-    """Start one gateway, time its start-up, warm it, load it, and stop it.
-    With ``workers`` > 1 it runs gunicorn with that many workers, allowed on
+                  body_file: Path, stream_body: bytes, workers: int = 1,
+                  shapes: list[Shape] | None = None) -> list[PathResult]:
+    """Start one gateway, time its start-up, then warm it, load it under
+    each of ``shapes`` in turn (one result each), and stop it. With
+    ``workers`` > 1 it runs gunicorn with that many workers, allowed on
     cores 0..workers-1 (so the load generator's core is shared with one)."""
-    result = PathResult(name, config=config)
+    shapes = shapes or [Shape(name)]
+    results = [PathResult(shape.name, config=config) for shape in shapes]
     config_file = tmp / f"gateway-{len(list(tmp.glob('gateway-*.yaml')))}.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
@@ -163,38 +209,66 @@ def bench_gateway(name: str, config: dict[str, Any], opts: Options, wrk: str, tm
     url = f"{base}/v1/{'messages' if opts.endpoint == 'messages' else 'chat/completions'}"
     cpus = ",".join(str(GATEWAY_CPU + i) for i in range(workers))
     child = Child(f"gateway ({name})", argv, cpus, tmp / f"{config_file.stem}.log", tmp, env)
+    master_key = str(config.get("master_key") or MASTER_KEY)
     with running(child) as gw:
-        result.startup_s = wait_for_health(gw, f"{base}/health")
-        print(f"  gateway ({name}) up in {result.startup_s:.2f}s; warming up ...", flush=True)
-        if not os.environ.get("BENCH_API_KEY"):
-            # Load goes through an ordinary user's API key: the realistic path.
-            opts.api_key = provision_key(base, str(config.get("master_key") or MASTER_KEY))
-        label = f"gateway ({name})"
-        run_wrk(wrk, url, body_file, 16, opts.warmup_s, CLIENT_CPU, opts.api_key, f"{label} warm-up")
-        asyncio.run(measure(url, stream_body, n=0, warmup=20, api_key=opts.api_key))
-        result.rss_after_warmup_mib = group_rss_mib(gw)
-        for c in opts.concurrency:
-            print(f"  gateway c={c:<3} ...", flush=True)
-            result.load.append(run_wrk(wrk, url, body_file, c, opts.duration_s, CLIENT_CPU, opts.api_key, label))
-        print("  gateway streaming ...", flush=True)
-        result.stream = stream_stats(url, stream_body, opts.stream_n, opts.api_key)
-        result.rss_after_load_mib = group_rss_mib(gw)
-        gw.check_alive()
-    return result
+        startup_s = wait_for_health(gw, f"{base}/health")
+        print(f"  gateway ({name}) up in {startup_s:.2f}s", flush=True)
+        for shape, result in zip(shapes, results, strict=True):
+            result.startup_s = startup_s
+            api_key, keys_file = shape.credentials(base, master_key, opts, tmp)
+            label = f"gateway ({shape.name})"
+            print(f"  {label}: warming up ...", flush=True)
+            run_wrk(wrk, url, body_file, 16, opts.warmup_s, CLIENT_CPU, api_key, f"{label} warm-up", keys_file)
+            asyncio.run(measure(url, stream_body, n=0, warmup=20, api_key=api_key))
+            result.rss_after_warmup_mib = group_rss_mib(gw)
+            for c in opts.concurrency:
+                print(f"  gateway c={c:<3} ...", flush=True)
+                cpu_before = group_cpu_s(gw)
+                point = run_wrk(wrk, url, body_file, c, opts.duration_s, CLIENT_CPU, api_key, label, keys_file)
+                point.cpu_ms_per_request = (group_cpu_s(gw) - cpu_before) * 1000 / max(1, point.requests)
+                result.load.append(point)
+            print("  gateway streaming ...", flush=True)
+            result.stream = stream_stats(url, stream_body, opts.stream_n, api_key)
+            result.rss_after_load_mib = group_rss_mib(gw)
+            gw.check_alive()
+    return results
+
+
+def _children(pid: int) -> list[Path]:
+    """``/proc`` entries of ``pid``'s direct children (the workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(pid):
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(entry)
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
 
 
 def group_rss_mib(child: Child) -> float:
     """RSS of the gateway and, with several workers, of its worker processes."""
     total = child.rss_mib()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and entry.name != str(child.pid):
-            try:
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == child.pid:
-                    total += next(int(line.split()[1]) for line in (entry / "status").read_text().splitlines()
-                                  if line.startswith("VmRSS:")) / 1024
-            except (OSError, StopIteration, ValueError):
-                continue
+    for entry in _children(child.pid):
+        try:
+            total += next(int(line.split()[1]) for line in (entry / "status").read_text().splitlines()
+                          if line.startswith("VmRSS:")) / 1024
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total
+
+
+def group_cpu_s(child: Child) -> float:
+    """CPU seconds (user + system, all threads) of the gateway and its workers so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in [Path(f"/proc/{child.pid}"), *_children(child.pid)]:
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     return total
 
 
@@ -221,19 +295,57 @@ def render_scaling(pairs: list[tuple[PathResult, PathResult]], workers: int) -> 
     return "\n".join(lines)
 
 
-def provision_key(base: str, master_key: str) -> str:
-    """A user and an API key made through the admin API, for the load."""
-    headers = {"authorization": f"Bearer {master_key}", "content-type": "application/json"}
+Gateways = tuple[list[PathResult], list[tuple[PathResult, PathResult]]]
 
-    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
-        req = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode(), headers=headers)
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            data: dict[str, Any] = json.loads(resp.read())
-            return data
 
-    user = post("/admin/users", {"email": f"bench-{os.getpid()}-{time.time_ns()}@example.com"})
-    post(f"/admin/users/{user['id']}/credits", {"amount_usd": "1000000"})  # billing stays on the hot path
-    return str(post(f"/admin/users/{user['id']}/keys", {"name": "bench"})["key"])
+def default_gateways(opts: Options, wrk: str, tmp: Path, upstream: str, body_file: Path,
+                     stream_body: bytes) -> Gateways:
+    """The base gateway (an ordinary user's key, billing on SQLite unless
+    BENCH_DATABASE_URL) and the --config-extra one, each also with
+    BENCH_WORKERS workers."""
+    shared = {k: v for k, v in (("database_url", opts.database_url), ("redis_url", opts.redis_url)) if v}
+    if opts.database_url:
+        migrate(opts.database_url, tmp)
+    configs = [("base", base_config(upstream) | shared)]
+    if opts.config_extra is not None:
+        extra = yaml.safe_load(opts.config_extra.read_text()) or {}
+        if not isinstance(extra, dict):
+            raise BenchError(f"{opts.config_extra}: the top level must be a mapping")
+        configs.append((f"extra {opts.config_extra.name}", deep_merge(base_config(upstream) | shared, extra)))
+    gateways: list[PathResult] = []
+    pairs: list[tuple[PathResult, PathResult]] = []
+    for name, config in configs:
+        gateways += bench_gateway(name, config, opts, wrk, tmp, upstream, body_file, stream_body)
+        if opts.workers > 1:
+            gateways += bench_gateway(f"{name}, {opts.workers} workers", config, opts, wrk, tmp, upstream,
+                                      body_file, stream_body, workers=opts.workers)
+            pairs.append((gateways[-2], gateways[-1]))
+    return gateways, pairs
+
+
+def production_gateways(opts: Options, wrk: str, tmp: Path, upstream: str, body_file: Path,
+                        stream_body: bytes) -> Gateways:
+    """The lean path (SQLite, master key), then the production setup under
+    one hot user and under many users (and with BENCH_WORKERS workers)."""
+    lean = bench_gateway("lean: SQLite, master key", base_config(upstream), opts, wrk, tmp, upstream,
+                         body_file, stream_body, shapes=[Shape("lean: SQLite, master key", users=0)])
+    redis_url = opts.redis_url or production.REDIS_URL
+    gateways, pairs = list(lean), []
+    with contextlib.ExitStack() as stack:
+        database_url = opts.database_url or stack.enter_context(production.fresh_database())
+        migrate(database_url, tmp)
+        config = base_config(upstream) | {"database_url": database_url, "redis_url": redis_url}
+        for workers in sorted({1, opts.workers}):
+            production.clear_gateway_keys(redis_url)
+            suffix = f", {workers} workers" if workers > 1 else ""
+            shapes = [Shape(f"production: one hot user{suffix}", users=1),
+                      Shape(f"production: {opts.users} users{suffix}", users=opts.users)]
+            gateways += bench_gateway(f"production{suffix}", config, opts, wrk, tmp, upstream, body_file,
+                                      stream_body, workers=workers, shapes=shapes)
+        production.clear_gateway_keys(redis_url)
+    if opts.workers > 1:
+        pairs = [(gateways[1], gateways[3]), (gateways[2], gateways[4])]
+    return gateways, pairs
 
 
 def run(opts: Options) -> None:
@@ -273,29 +385,17 @@ def run(opts: Options) -> None:
             wait_for_port(up, up_port)
             print(f"fake upstream on {upstream}; direct path:", flush=True)
             direct = bench_direct(opts, wrk, upstream, body_file, stream_body)
-            shared = {k: v for k, v in (("database_url", opts.database_url), ("redis_url", opts.redis_url)) if v}
-            if opts.database_url:
-                migrate(opts.database_url, tmp)
-            configs = [("base", base_config(upstream) | shared)]
-            if opts.config_extra is not None:
-                extra = yaml.safe_load(opts.config_extra.read_text()) or {}
-                if not isinstance(extra, dict):
-                    raise BenchError(f"{opts.config_extra}: the top level must be a mapping")
-                configs.append((f"extra {opts.config_extra.name}", deep_merge(base_config(upstream) | shared, extra)))
-            gateways: list[PathResult] = []
-            pairs: list[tuple[PathResult, PathResult]] = []
-            for name, config in configs:
-                gateways.append(bench_gateway(name, config, opts, wrk, tmp, upstream, gw_body_file, gw_stream_body))
-                if opts.workers > 1:
-                    many = bench_gateway(f"{name}, {opts.workers} workers", config, opts, wrk, tmp, upstream,
-                                         gw_body_file, gw_stream_body, workers=opts.workers)
-                    gateways.append(many)
-                    pairs.append((gateways[-2], many))
+            if opts.profile == "production":
+                gateways, pairs = production_gateways(opts, wrk, tmp, upstream, gw_body_file, gw_stream_body)
+            else:
+                gateways, pairs = default_gateways(opts, wrk, tmp, upstream, gw_body_file, gw_stream_body)
             up.check_alive()
     print()
     print(render(meta, direct, gateways))
     if pairs:
         print(render_scaling(pairs, opts.workers))
+    if opts.profile == "production":
+        print(render_profile(meta, direct, gateways[0], gateways[1:1 + 2]))
     write_json(RESULTS, meta, direct, gateways)
     print(f"\nresults written to {RESULTS.relative_to(ROOT)}")
 

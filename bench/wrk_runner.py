@@ -31,6 +31,7 @@ class WrkResult:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_ms_per_request: float | None = None  # the gateway's CPU time (user + system) per request
 
 
 def ensure_wrk() -> str:
@@ -74,11 +75,14 @@ def parse(output: str, concurrency: int, label: str = "wrk") -> WrkResult:
 
 
 def run_wrk(wrk: str, url: str, body_file: Path, concurrency: int, duration_s: float, cpu: int,
-            api_key: str = "", label: str = "wrk") -> WrkResult:
-    """One single-threaded wrk load pinned to ``cpu``; ``label`` names it in errors."""
+            api_key: str = "", label: str = "wrk", keys_file: Path | None = None) -> WrkResult:
+    """One single-threaded wrk load pinned to ``cpu``; ``label`` names it in
+    errors. With ``keys_file`` (API keys, one a line) every request carries
+    one of them, picked at random, instead of ``api_key``."""
     argv = [
         "taskset", "-c", str(cpu), wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s",
         "--timeout", "10s", "--latency", "-s", str(LUA), url, "--", str(body_file), api_key,
+        str(keys_file) if keys_file is not None else "",
     ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60)
     if proc.returncode != 0:
