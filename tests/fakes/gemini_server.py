@@ -131,7 +131,9 @@ class _Answer:
         system = " ".join(p.get("text", "") for p in (body.get("systemInstruction") or {}).get("parts", []))
         config = body.get("generationConfig") or {}
         calling = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
-        decls = [d for t in body.get("tools") or [] for d in t.get("functionDeclarations") or []]
+        # The API takes the proto's field names in snake_case too (LiteLLM sends them so).
+        decls = [d for t in body.get("tools") or []
+                 for d in t.get("functionDeclarations") or t.get("function_declarations") or []]
         self.error = self.user_text.split("fake-error:", 1)[1].split()[0] if "fake-error:" in self.user_text else None
         self.thinking = "thinking" in system
         self.cached = "cached" in system
