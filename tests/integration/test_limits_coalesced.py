@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from llm_gateway.auth.principal import Principal
+from llm_gateway.errors import ServiceUnavailable
 from llm_gateway.limits import Limiter
 from llm_gateway.limits.backends import RedisBackend
 from llm_gateway.settings import Deployment, Limit, LimitsSettings, ModelSettings
@@ -153,3 +154,35 @@ def test_token_headers_after_a_concurrent_burst_reflect_real_usage(
         hog = chat(urls[1], key, max_tokens=1990)
         assert hog.status_code == 429 and int(hog.headers["retry-after"]) >= 1
 
+
+
+def test_a_batch_that_fails_gives_every_request_in_it_the_configured_fallback(
+    own_redis: tuple[str, subprocess.Popen[bytes]]  # noqa: F811
+) -> None:
+    url, proc = own_redis
+
+    async def main() -> None:
+        import redis.asyncio as redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        fail_open = Limiter(LIMITS, client)
+        fail_closed = Limiter(LimitsSettings(default_user=Limit(rpm=None, tpm=None), failure_mode="fail_closed"),
+                              client)
+        proc.kill()
+        proc.wait()
+        caller = user(rpm=5)
+        # Twenty at once in one batch: each falls back to this process's own limits, and is counted.
+        # (A lost batch would hang them: wait_for turns that into a failure.)
+        admissions = await asyncio.wait_for(
+            asyncio.gather(*(fail_open.admit(caller, MODEL, 0) for _ in range(20))), 30)
+        assert [x is not None and x.allowed for x in admissions] == [True] * 5 + [False] * 15
+        assert fail_open.redis_failures == 20 and not fail_open.watch.up
+        # fail_closed: every one of them is refused with the documented error, none hangs.
+        refused = await asyncio.wait_for(asyncio.gather(
+            *(fail_closed.admit(caller, MODEL, 0) for _ in range(20)), return_exceptions=True), 30)
+        assert all(isinstance(x, ServiceUnavailable) and x.code == "rate_limiter_unavailable" for x in refused)
+        await fail_open.watch.aclose()
+        await fail_closed.watch.aclose()
+        await client.aclose()
+
+    asyncio.run(main())
