@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test check bench bench-production lint typecheck clean nginx-for-tests chromium-for-tests
+.PHONY: run test check bench bench-production bench-litellm lint typecheck clean nginx-for-tests chromium-for-tests
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,9 @@ bench: $(VENV)/.installed-dev  ## direct vs gateway throughput and latency
 
 bench-production: $(VENV)/.installed-dev  ## lean path vs PostgreSQL + Redis, user keys, billing (one hot user, 200 users)
 	BENCH_PROFILE=production $(BIN)/python bench/run.py
+
+bench-litellm: $(VENV)/.installed-dev  ## the native openai adapter vs the litellm kind, on the same fake upstream
+	$(BIN)/python bench/run.py --config-extra bench/litellm.yaml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .bench
