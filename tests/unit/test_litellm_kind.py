@@ -170,3 +170,21 @@ def test_unpriced_models_take_the_maps_prices(tmp_path: Path, monkeypatch: pytes
 def test_litellm_params_belong_to_the_litellm_kind() -> None:
     with pytest.raises(ValueError, match="litellm_params applies to kind litellm only"):
         ProviderSettings(name="o", kind="openai", litellm_params={"x": 1})
+
+
+def test_the_readmes_litellm_examples_are_valid_configs(tmp_path: Path) -> None:
+    pytest.importorskip("litellm")
+    import re
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "kind: litellm" in b]
+    assert len(blocks) == 2  # Bedrock and Azure
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"example{i}.yaml"
+        path.write_text(block)
+        settings = load_settings(path, env={"AZURE_API_KEY": "k"})
+        kinds = {p.name: p.kind for p in settings.providers}
+        assert "litellm" in kinds.values()
+    bedrock = load_settings(tmp_path / "example0.yaml", env={})
+    priced = next(m for m in bedrock.models if m.name == "claude-on-bedrock").pricing
+    assert (priced.source, priced.input_per_mtok, priced.output_per_mtok) == ("litellm", Decimal("0.8"), Decimal(4))
