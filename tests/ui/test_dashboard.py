@@ -234,6 +234,20 @@ def test_writes_need_the_csrf_token_and_the_cookie_is_no_api_credential(page: An
     assert page.goto("/ui/keys").url.endswith("/ui/login")
 
 
+def test_sign_in_is_throttled_like_the_api(page: Any, ui_stack: Stack) -> None:
+    user = new_user(ui_stack, credit=None)
+    for _ in range(5):
+        page.goto("/ui/login")
+        page.fill("#password-form input[name=email]", user["email"])
+        page.fill("#password-form input[name=password]", "wrong password")
+        page.click("#password-form button[type=submit]")
+        assert "Incorrect email or password." in page.inner_text("#login-error")
+    page.fill("#password-form input[name=password]", PASSWORD)  # right, but too late
+    page.click("#password-form button[type=submit]")
+    assert "Too many failed sign-in attempts" in page.inner_text("#login-error")
+    assert page.url.endswith("/ui/login") and not [c for c in page.context.cookies() if c["name"] == "gw_ui"]
+
+
 def test_no_secret_reaches_a_page(page: Any, ui_stack: Stack) -> None:
     user = new_user(ui_stack)
     made = httpx.post(f"{ui_stack.url}/admin/users/{user['id']}/keys", json={"name": "k"}, headers=AUTH, timeout=10)

@@ -196,8 +196,9 @@ async def requests_page(ctx: Ctx) -> Response:
     owners = await queries.emails(ctx.db, sorted({r.user_id for r in rows if r.user_id})) \
         if ctx.viewer.user is None else {}
     filters = {"model": model, "status": status_arg, "key_id": key_id}
+    key_list, _ = await accounts.list_keys(ctx.db, scope(ctx), 100, None)
     return ctx.render("requests.html", title="Requests", rows=rows, more=more, owners=owners, filters=filters,
-                      models=sorted(ctx.gw.router.models), first_page=after is None,
+                      models=sorted(ctx.gw.router.models), keys=key_list, first_page=after is None,
                       next_after=rows[-1].id if more and rows else None)
 
 
