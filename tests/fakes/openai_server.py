@@ -6,7 +6,8 @@ deterministically. The last user message steers it:
 ``fake-error:<status>`` answers that status with the real error body,
 ``fake-error:garbage`` answers 200 with a body that is not JSON,
 ``fake-error:hang`` waits 30 s, ``fake-error:midstream`` cuts a stream
-after its first chunks without ``[DONE]``.
+after its first chunks without ``[DONE]``, ``fake-delay:<ms>`` answers
+normally after that many milliseconds.
 """
 
 from __future__ import annotations
@@ -132,6 +133,10 @@ async def chat(request: Request) -> Response:
     if body.get("model", "").startswith("missing"):
         return _error(404)
     steer = _text_of(body["messages"][-1])
+    if "fake-delay:" in steer:
+        delay = steer.split("fake-delay:", 1)[1].split()[0]
+        if delay.isdigit():
+            await asyncio.sleep(min(int(delay), 30_000) / 1000)
     if "fake-error:" in steer:
         what = steer.split("fake-error:", 1)[1].split()[0]
         if what.isdigit():

@@ -19,9 +19,11 @@ from tests.fakes.server import free_port
 
 @contextmanager
 def gateway_process(
-    config: dict[str, Any], folder: Path, name: str, workers: int = 1, log_level: str = "warning"
+    config: dict[str, Any], folder: Path, name: str, workers: int = 1, log_level: str = "warning",
+    started: list[subprocess.Popen[bytes]] | None = None,
 ) -> Iterator[str]:
-    """Start ``llm-gateway serve`` with ``config``; yield its base URL."""
+    """Start ``llm-gateway serve`` with ``config``; yield its base URL (and
+    append its process to ``started``, for a test that signals it)."""
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     port = free_port()
@@ -32,6 +34,8 @@ def gateway_process(
          "--workers", str(workers), "--log-level", log_level],
         stdout=log, stderr=subprocess.STDOUT, cwd=folder, env=env,
     )
+    if started is not None:
+        started.append(proc)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -84,6 +84,9 @@ class DatabaseUnavailable(GatewayError):
     type = "service_unavailable"
     default_code = "database_unavailable"
 
+    def __init__(self, message: str = "The gateway cannot reach its database. Try again shortly.") -> None:
+        super().__init__(message, retry_after=1)
+
 
 def user_principal(user: User, key: ApiKey | None = None, shared: Sequence[key_repo.Budget] = ()) -> Principal:
     """``shared``: the budgets of the keys ``key`` was minted from (its

@@ -233,9 +233,9 @@ class PgMoney:
             # Sent but unanswered: it may have committed. Reservations are
             # refused (one that did commit is released by the sweep, never
             # renewed); settlements stay owed, marked as maybe done.
-            for r in reserves:
+            for r in reserves:  # undecided: refused as the database's (503), never a 500
                 if not r.done.done():
-                    r.done.set_exception(database_unavailable() if isinstance(exc, CONNECTION_ERRORS) else exc)
+                    r.done.set_exception(database_unavailable())
             if isinstance(exc, CONNECTION_ERRORS):
                 for s in settles:
                     s.retry = True

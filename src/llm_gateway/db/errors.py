@@ -15,6 +15,8 @@ from llm_gateway.errors import ServiceUnavailable
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
     asyncpg.InterfaceError,
+    # The protocol out of step, e.g. after the server's shutdown notice arrived on an idle connection.
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -26,7 +28,8 @@ def database_unavailable() -> ServiceUnavailable:
 
 _DRIVERS = (f"{os.sep}asyncpg{os.sep}", f"{os.sep}sqlalchemy{os.sep}", f"{os.sep}aiosqlite{os.sep}")
 _DB_ERRORS = (sa.TimeoutError, sa.OperationalError, sa.InterfaceError, asyncpg.PostgresConnectionError,
-              asyncpg.exceptions.OperatorInterventionError, asyncpg.InterfaceError)
+              asyncpg.exceptions.OperatorInterventionError, asyncpg.InterfaceError,
+              asyncpg.exceptions.InternalClientError)
 
 
 def _raised_by_driver(exc: BaseException) -> bool:
