@@ -150,13 +150,16 @@ class PgMoney:
         down), journal the rest, and close."""
         self._closing = True
         self._wake.set()
-        if self._task is not None and self._settles:
+        task = self._task
+        if task is not None:
+            # The writer ends by itself once nothing is owed; cancelling is the
+            # fallback (a cancel racing a wake-up can be lost in wait_for).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained(), wait_s)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await asyncio.wait_for(asyncio.shield(task), wait_s)
+            while not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), 1.0)
         if self._settles:
             self._journal.write([s.record() for s in self._settles])
             self._journal.release_claimed()  # what they held is in the new file
@@ -164,10 +167,6 @@ class PgMoney:
                       len(self._settles), self._journal.folder)
             self._settles.clear()
         await self._disconnect()
-
-    async def _drained(self) -> None:
-        while self._settles:
-            await asyncio.sleep(0.02)
 
     # ------------------------------------------------------------ writer
 
@@ -183,11 +182,11 @@ class PgMoney:
         loop = asyncio.get_running_loop()
         while True:
             if not self._reserves and not self._settles:
+                if self._closing:
+                    return
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._renew_every)
-            if self._closing and not self._settles and not self._reserves:
-                await asyncio.sleep(0.01)
                 continue
             try:
                 if self._conn is None or self._conn.is_closed():
