@@ -4,6 +4,7 @@ reached from requests through ``request.app.state.gateway`` — no globals."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import secrets
 import time
@@ -141,6 +142,12 @@ class GatewayState:
         except Exception as exc:
             log.error("database unreachable at start-up (%s); retrying in the background", type(exc).__name__)
             self._retry = asyncio.get_running_loop().create_task(self._retry_secrets())
+        # Everything loaded so far (the framework, the providers, the config)
+        # lives as long as the process: moved out of the collector's sight, a
+        # full collection no longer walks ~130,000 objects in the middle of a
+        # request (the periodic 10 ms stall of the p99 at one connection).
+        gc.collect()
+        gc.freeze()
 
     async def _load_secrets(self) -> None:
         await bootstrap.ensure_master_key(self.db, self.settings)
