@@ -179,6 +179,17 @@ class CacheSettings(_Strict):
     charge_hits: bool = False
 
 
+class ResponsesSettings(_Strict):
+    """``/v1/responses`` conversation state (docs/responses-api.md)."""
+
+    # How long a stored response (``store``, the default) can be read and
+    # continued (``previous_response_id``); then it is deleted. OpenAI keeps 30 days.
+    store_ttl_s: int = Field(default=2_592_000, gt=0, le=10 * 365 * 86400)
+    # The most a stored conversation (its input items and last answer) may
+    # hold; continuing a longer one is refused with 400.
+    max_stored_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024**3)
+
+
 class CircuitBreakerSettings(_Strict):
     """How a deployment's circuit judges it (docs/routing.md, "Circuit breaker").
 
@@ -346,6 +357,7 @@ class Settings(_Strict):
     models: list[ModelSettings] = Field(default_factory=list)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
