@@ -53,6 +53,19 @@ def _validator(name: str) -> Draft202012Validator:
     return Draft202012Validator(schema, registry=_registry())
 
 
+@cache
+def stream_event_schemas() -> dict[str, str]:
+    """The schema of each Responses API stream event, by its ``type``."""
+    document = json.loads(SPEC.read_text())["components"]["schemas"]
+    names = [ref["$ref"].rsplit("/", 1)[1] for ref in document["ResponseStreamEvent"]["anyOf"]]
+    return {document[n]["properties"]["type"]["enum"][0]: n for n in names}
+
+
+def validate_stream_event(event: dict[str, Any]) -> None:
+    """Validate one Responses API stream event against its own schema."""
+    validate(event, stream_event_schemas()[event["type"]])
+
+
 def validate(instance: Any, schema_name: str) -> None:
     """Raise ``jsonschema.ValidationError`` unless ``instance`` fits the named schema."""
     _validator(schema_name).validate(instance)

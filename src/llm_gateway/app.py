@@ -16,6 +16,7 @@ from llm_gateway.api import admin, billing, health, login, me
 from llm_gateway.api.anthropic import routes as anthropic_routes
 from llm_gateway.api.docs import install_docs
 from llm_gateway.api.guard import RequestGuard
+from llm_gateway.api.openai import responses_api
 from llm_gateway.api.openai import routes as openai_routes
 from llm_gateway.api.openapi_doc import build_document
 from llm_gateway.api.responses import install_error_handlers
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_bytes, holder=state)
     app.router.routes.extend(openai_routes.routes)
     app.router.routes.extend(anthropic_routes.routes)
+    app.router.routes.extend(responses_api.routes)
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(me.router)

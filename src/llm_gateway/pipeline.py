@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 
 import orjson
 
-from llm_gateway.api.openai.encode import encode_chat_response, encode_embedding_response
 from llm_gateway.auth.principal import Principal
 from llm_gateway.billing.ledger import MAX_BALANCE_USD, Hold, Ledger
 from llm_gateway.billing.pricing import cost_usd, format_usd, max_cost_usd
@@ -40,29 +39,20 @@ from llm_gateway.cache import Entry, ResponseCache, StreamAssembler, cache_key, 
 from llm_gateway.errors import GatewayError, InvalidRequest, UpstreamError
 from llm_gateway.limits import Admission, Limiter
 from llm_gateway.observability.observer import Observer
-from llm_gateway.providers.base import (
-    ChatResult,
-    ChunkOrEvent,
-    EmbeddingResult,
-    RawChat,
-    RawChunk,
-    RawEmbedding,
-    RawEvent,
-    RawMessage,
-)
-from llm_gateway.providers.results import canonical_chat
+from llm_gateway.providers.base import passes_through
 from llm_gateway.routing.router import Route, Router
 from llm_gateway.settings import ModelSettings
 from llm_gateway.tokens import embedding_upper_bound, estimate_prompt, estimate_text, prompt_upper_bound
 from llm_gateway.types import (
     ChatRequest,
-    ChatResponse,
     EmbeddingRequest,
     TextDelta,
     ToolCallDelta,
     Usage,
     UsageDelta,
 )
+from llm_gateway.wire.answer import Answer, EmbeddingAnswer, Piece
+from llm_gateway.wire.openai_chat.encode import encode_chat_response, encode_embedding_response
 
 log = logging.getLogger("llm_gateway.billing")
 T = TypeVar("T")
@@ -119,28 +109,30 @@ def _admission_tokens(req: ChatRequest) -> int:
     return estimate_prompt(req) + (req.max_tokens or 0) * (req.n or 1)
 
 
-def _estimated_usage(req: ChatRequest, result: ChatResult) -> Usage:
+def _estimated_usage(req: ChatRequest, result: Answer) -> Usage:
     """For an upstream that reported no usage: the prompt estimate and the
     answer's text, at ~4 characters a token."""
-    if isinstance(result, RawMessage):
-        result = canonical_chat(result)
-    if isinstance(result, ChatResponse):
-        texts = [c.text or "" for c in result.choices] + [
-            t.arguments for c in result.choices for t in c.tool_calls]
-    else:
-        try:
-            data = orjson.loads(result.body)
-            texts = [str((c.get("message") or {}).get("content") or "") for c in data.get("choices", [])]
-        except (orjson.JSONDecodeError, AttributeError):
-            texts = []
+    try:
+        choices = result.response.choices
+        texts = [c.text or "" for c in choices] + [t.arguments for c in choices for t in c.tool_calls]
+    except GatewayError:
+        texts = []
     return Usage(estimate_prompt(req), sum(estimate_text(t) for t in texts))
 
 
+# Who alone takes what a dialect's request may hold beyond the canonical form.
+_ONLY_FOR = {"anthropic.messages": "Only Anthropic deployments take it",
+             "openai.responses": "Only OpenAI deployments (kind openai) take it",
+             "openai.chat": "Only OpenAI-format deployments take it"}
+
+
 def _check_translatable(req: ChatRequest, route: Route) -> None:
-    """A Messages request holding what only Anthropic takes goes to no other provider."""
-    if req.anthropic_only is not None and route.provider.kind != "anthropic":
-        param, message = req.anthropic_only
-        raise InvalidRequest(f"{message} Only Anthropic deployments take it, and '{route.model.name}' is served "
+    """A request holding what only its own dialect's providers take (an
+    Anthropic document, an OpenAI built-in tool) goes to no other provider."""
+    origin = req.origin
+    if origin is not None and origin.only is not None and not passes_through(route.provider.kind, req):
+        param, message = origin.only
+        raise InvalidRequest(f"{message} {_ONLY_FOR[origin.dialect]}, and '{route.model.name}' is served "
                              f"by a {route.provider.kind} one.", code="unsupported_value", param=param)
 
 
@@ -148,8 +140,9 @@ def _check_max_tokens(req: ChatRequest, model: ModelSettings) -> None:
     """A request may ask for at most what the model can write: the
     reservation and the token limits are sized from it."""
     if req.max_tokens is not None and req.max_tokens > model.max_output_tokens:
-        param = "max_completion_tokens" if isinstance(req.raw, dict) and "max_completion_tokens" in req.raw \
-            else "max_tokens"
+        body = req.origin.body if req.origin is not None else {}
+        param = "max_output_tokens" if req.from_dialect("openai.responses") is not None else (
+            "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens")
         raise InvalidRequest(
             f"{param} is too large: {req.max_tokens}. The model '{model.name}' writes at most "
             f"{model.max_output_tokens} tokens.", code="invalid_value", param=param)
@@ -236,8 +229,8 @@ class Pipeline:
         deadline = asyncio.get_running_loop().time() + self.router.timeout_s(model, call.stream, call.timeout_s)
         return await self.router.run(model, attempt, hold=hold, request_id=call.request_id, deadline=deadline)
 
-    async def _call_chat(self, req: ChatRequest, model: ModelSettings, call: Call) -> ChatResult:
-        async def send(route: Route) -> ChatResult:
+    async def _call_chat(self, req: ChatRequest, model: ModelSettings, call: Call) -> Answer:
+        async def send(route: Route) -> Answer:
             _check_translatable(req, route)
             return await route.provider.chat(req, route.target, call.request_id)
 
@@ -245,10 +238,10 @@ class Pipeline:
 
     async def _open_stream(
         self, req: ChatRequest, model: ModelSettings, call: Call
-    ) -> tuple[ChunkOrEvent, AsyncIterator[ChunkOrEvent]]:
+    ) -> tuple[Piece, AsyncIterator[Piece]]:
         """Open the stream and wait for its first event: until then a failed
         attempt can still be retried, since nothing has reached the client."""
-        async def open_one(route: Route) -> tuple[ChunkOrEvent, AsyncIterator[ChunkOrEvent]]:
+        async def open_one(route: Route) -> tuple[Piece, AsyncIterator[Piece]]:
             _check_translatable(req, route)
             events = await route.provider.chat_stream(req, route.target, call.request_id)
             try:
@@ -265,7 +258,7 @@ class Pipeline:
         assert call.route is not None
         return first, self.router.track(events, call.route, call)
 
-    async def _call_embed(self, req: EmbeddingRequest, model: ModelSettings, call: Call) -> EmbeddingResult:
+    async def _call_embed(self, req: EmbeddingRequest, model: ModelSettings, call: Call) -> EmbeddingAnswer:
         return await self._run(model, call, lambda route: route.provider.embed(req, route.target, call.request_id))
 
     # -------------------------------------------------------------- money
@@ -343,14 +336,14 @@ class Pipeline:
 
     # --------------------------------------------------------------- chat
 
-    async def chat(self, req: ChatRequest, call: Call) -> ChatResult:
+    async def chat(self, req: ChatRequest, call: Call) -> Answer:
         model = self._resolve(req.model, call)
         _check_max_tokens(req, model)
         await self._admit(call, model, _admission_tokens(req))
         entry = await self._lookup(call, *req.cache_source)
         if entry is not None:
             await self._serve_hit(call, model, entry)
-            return RawChat(entry.body, entry.usage)
+            return Answer.passed(entry.body, "openai.chat", entry.usage)
         await self._reserve(call, model, prompt_upper_bound(req), (req.max_tokens or model.max_output_tokens)
                             * (req.n or 1))
         try:
@@ -363,17 +356,15 @@ class Pipeline:
             call.usage, call.usage_estimated = _estimated_usage(req, result), True
         await self._settle_detached(call)
         if call.cache_key is not None and call.deployment is not None:
-            if isinstance(result, RawMessage):  # the client gets Anthropic's bytes; the cache keeps OpenAI's
-                stored = orjson.dumps(encode_chat_response(canonical_chat(result)))
-            else:
-                # Encode once: the client gets the same bytes the cache keeps.
-                if not isinstance(result, RawChat):
-                    result = RawChat(orjson.dumps(encode_chat_response(result)), result.usage)
-                stored = result.body
+            stored = result.body_in("openai.chat")
+            if stored is None:  # the cache keeps OpenAI chat bodies
+                stored = orjson.dumps(encode_chat_response(result.response))
+                if result.raw is None:  # encode once: the client gets the same bytes the cache keeps
+                    result.raw, result.dialect = stored, "openai.chat"
             self._store(call, Entry(stored, call.deployment, call.usage))
         return result
 
-    async def chat_stream(self, req: ChatRequest, call: Call) -> AsyncIterator[ChunkOrEvent]:
+    async def chat_stream(self, req: ChatRequest, call: Call) -> AsyncIterator[Piece]:
         """Open the stream and wait for its first event, so that a failure
         before any byte reaches the client is still a plain HTTP error."""
         call.stream = True
@@ -395,7 +386,7 @@ class Pipeline:
         call.first_byte_at = time.perf_counter()
         return self._observed(first, events, call, req)
 
-    async def _replayed(self, entry: Entry, include_usage: bool, call: Call) -> AsyncIterator[ChunkOrEvent]:
+    async def _replayed(self, entry: Entry, include_usage: bool, call: Call) -> AsyncIterator[Piece]:
         try:
             for chunk in replay_chunks(entry, include_usage):
                 yield chunk
@@ -403,8 +394,8 @@ class Pipeline:
             self.finish(call, call.status)
 
     async def _observed(
-        self, first: ChunkOrEvent, events: AsyncIterator[ChunkOrEvent], call: Call, req: ChatRequest
-    ) -> AsyncIterator[ChunkOrEvent]:
+        self, first: Piece, events: AsyncIterator[Piece], call: Call, req: ChatRequest
+    ) -> AsyncIterator[Piece]:
         produced = 0  # output tokens seen, in case the stream ends without usage
         assembler = None
         if call.cache_key is not None and call.route is not None:
@@ -413,20 +404,20 @@ class Pipeline:
         try:
             event = first
             while True:
-                for item in event.events if isinstance(event, RawEvent) else (event,):
-                    if assembler is not None:
-                        assembler.feed(item)
-                    if isinstance(item, UsageDelta):
-                        call.usage = item.usage
-                    elif isinstance(item, RawChunk):
-                        if item.usage is not None:
+                if assembler is not None:
+                    assembler.feed(event)
+                if event.usage is not None:
+                    call.usage = event.usage
+                elif not event.decoded:
+                    produced += 1  # passed through undecoded: about one token a chunk
+                else:
+                    for item in event.events:
+                        if isinstance(item, UsageDelta):
                             call.usage = item.usage
-                        elif item.data is not None:
-                            produced += 1  # OpenAI-format streams send about one token a chunk
-                    elif isinstance(item, TextDelta):
-                        produced += estimate_text(item.text)
-                    elif isinstance(item, ToolCallDelta):
-                        produced += estimate_text(item.arguments) + (1 if item.name else 0)
+                        elif isinstance(item, TextDelta):
+                            produced += estimate_text(item.text)
+                        elif isinstance(item, ToolCallDelta):
+                            produced += estimate_text(item.arguments) + (1 if item.name else 0)
                 yield event
                 try:
                     event = await anext(events)
@@ -447,14 +438,14 @@ class Pipeline:
 
     # --------------------------------------------------------- embeddings
 
-    async def embed(self, req: EmbeddingRequest, call: Call) -> EmbeddingResult:
+    async def embed(self, req: EmbeddingRequest, call: Call) -> EmbeddingAnswer:
         call.endpoint = "embeddings"
         model = self._resolve(req.model, call)
         await self._admit(call, model, embedding_upper_bound(req.inputs))
         entry = await self._lookup(call, "embeddings", req.raw)
         if entry is not None:
             await self._serve_hit(call, model, entry)
-            return RawEmbedding(entry.body, entry.usage)
+            return EmbeddingAnswer(entry.usage, entry.body)
         await self._reserve(call, model, embedding_upper_bound(req.inputs), 0)
         try:
             result = await self._call_embed(req, model, call)
@@ -465,10 +456,11 @@ class Pipeline:
             sum(estimate_text(i) if isinstance(i, str) else len(i) for i in req.inputs))
         await self._settle_detached(call)
         if call.cache_key is not None and call.deployment is not None:
-            if not isinstance(result, RawEmbedding):
-                result = RawEmbedding(orjson.dumps(encode_embedding_response(result)), result.usage)
-            self._store(call, Entry(result.body, call.deployment, call.usage))
+            if result.raw is None and result.response is not None:  # encode once, for the client and the cache
+                result.raw = orjson.dumps(encode_embedding_response(result.response))
+            if result.raw is not None:
+                self._store(call, Entry(result.raw, call.deployment, call.usage))
         return result
 
 
-__all__ = ["Call", "Pipeline", "RawChat", "RawEmbedding"]
+__all__ = ["Answer", "Call", "EmbeddingAnswer", "Pipeline"]

@@ -25,6 +25,7 @@ from llm_gateway.billing.usage import UsageWriter
 from llm_gateway.cache import ResponseCache
 from llm_gateway.db.engine import Database
 from llm_gateway.db.migrate import SchemaOutOfDate, ensure_schema
+from llm_gateway.db.responses import ResponseStore
 from llm_gateway.ids import RequestIds
 from llm_gateway.limits import Limiter
 from llm_gateway.observability.observer import Observer
@@ -82,6 +83,7 @@ class GatewayState:
     external: ExternalJWTVerifier | None = None
     observer: Observer | None = None
     redis_watch: RedisWatch | None = None  # whether the limiter and cache use Redis now; /ready updates it
+    responses: ResponseStore | None = None  # stored /v1/responses answers
     started_at: int = field(default_factory=lambda: int(time.time()))
     ids: RequestIds = field(default_factory=RequestIds)
     _retry: asyncio.Task[None] | None = None
@@ -119,6 +121,7 @@ class GatewayState:
         return cls(
             settings, providers, router, pipeline, db, auth, throttle, ledger, usage, redis, listener,
             external=external, observer=observer, redis_watch=watch,
+            responses=ResponseStore(db, settings.responses),
         )
 
     async def start(self) -> None:

@@ -46,7 +46,7 @@ def prompt_upper_bound(req: ChatRequest) -> int:
     text; images and per-message framing get generous fixed allowances.
     Content only an Anthropic deployment reads (documents, …) counts by its
     JSON bytes."""
-    total = 16 + req.uncarried_bytes
+    total = 16 + (req.origin.uncarried_bytes if req.origin is not None else 0)
     for m in req.messages:
         total += 8
         for p in m.content:

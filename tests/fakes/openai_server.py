@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests import fixtures
+from tests.fakes import openai_responses
 
 WIRE = fixtures.WIRE / "openai"
 API_KEY = "sk-test-openai"
@@ -252,6 +253,7 @@ def create_app() -> Starlette:
     app = Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/responses", openai_responses.responses, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/image.png", image, methods=["GET"]),
     ])

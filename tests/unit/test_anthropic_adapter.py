@@ -37,6 +37,7 @@ from llm_gateway.types import (
     ToolChoice,
     UsageDelta,
 )
+from tests.answers import collect_events, unwrap
 from tests.fakes.anthropic_server import create_app
 from tests.fakes.server import LiveServer, serve_in_thread
 
@@ -77,7 +78,7 @@ def run(server: tuple[LiveServer, Any], work: Callable[[AnthropicProvider], Awai
         provider = AnthropicProvider(settings(server, **kw))
         await provider.start()
         try:
-            return await work(provider)
+            return unwrap(await work(provider))  # type: ignore[no-any-return]
         finally:
             await provider.aclose()
 
@@ -90,8 +91,7 @@ def chat(server: tuple[LiveServer, Any], req: ChatRequest, **kw: Any) -> ChatRes
 
 def stream(server: tuple[LiveServer, Any], req: ChatRequest) -> list[StreamEvent]:
     async def work(p: AnthropicProvider) -> list[StreamEvent]:
-        events = await p.chat_stream(req, TARGET, "req-456")
-        return [e async for e in events]
+        return await collect_events(await p.chat_stream(req, TARGET, "req-456"))
 
     return run(server, work)
 
@@ -249,7 +249,7 @@ def test_stream_midstream_error(server: tuple[LiveServer, Any], fake: Any) -> No
     async def work(p: AnthropicProvider) -> None:
         events = await p.chat_stream(ChatRequest("m", [user("fake-error:midstream")], stream=True), TARGET, "r")
         async for e in events:
-            seen.append(e)
+            seen.extend(e.events)
 
     with pytest.raises(UpstreamError, match="overloaded_error"):
         run(server, work)
@@ -266,7 +266,7 @@ def test_closing_a_stream_early_then_reusing_the_provider(server: tuple[LiveServ
         events = await p.chat_stream(ChatRequest("m", [user("a b c d e f g")], stream=True), TARGET, "r")
         first = await anext(events)
         await events.aclose()  # type: ignore[attr-defined]
-        return first, await p.chat(ChatRequest("m", [user("again")]), TARGET, "r2")
+        return first.events[0], (await p.chat(ChatRequest("m", [user("again")]), TARGET, "r2")).response
 
     first, resp = run(server, work)
     assert first == TextDelta("Hello ")
@@ -307,7 +307,7 @@ def test_stream_events_are_not_buffered() -> None:
             events = await provider.chat_stream(ChatRequest("m", [user("x")], stream=True), TARGET, "r")
             first = await asyncio.wait_for(anext(events), 10)
             gate.set()
-            return first, [e async for e in events]
+            return first.events[0], await collect_events(events)
         finally:
             gate.set()
             await provider.aclose()
@@ -342,18 +342,18 @@ def test_assistant_history_with_tool_calls_is_accepted_upstream(server: tuple[Li
 
 
 def test_passthrough_sends_the_clients_body_and_beta_features(server: tuple[LiveServer, Any], fake: Any) -> None:
-    from llm_gateway.api.anthropic.decode import decode_messages_request
-    from llm_gateway.providers.base import RawMessage
+    from llm_gateway.wire.anthropic.decode import decode_messages_request
 
     body = {"messages": [{"role": "user", "content": "hi"}], "top_k": 3, "model": "public-name"}
     req = decode_messages_request(body)
-    req.anthropic_beta = "context-management-2025-06-27"
+    assert req.origin is not None
+    req.origin.headers["anthropic-beta"] = "context-management-2025-06-27"
     configured = {"headers": {"Anthropic-Beta": "prompt-caching-2024-07-31"}}
     result = run(server, lambda p: p.chat(req, TARGET, "req-1"), **configured)
-    assert isinstance(result, RawMessage) and result.usage is not None and result.usage.output_tokens > 0
+    assert result.dialect == "anthropic.messages" and result.usage is not None and result.usage.output_tokens > 0
     assert fake.state.requests[-1] == {**body, "model": "claude-haiku-4-5", "max_tokens": 321}
     assert fake.state.headers[-1]["anthropic-beta"] == "prompt-caching-2024-07-31,context-management-2025-06-27"
-    req.anthropic_beta = None
+    del req.origin.headers["anthropic-beta"]
     run(server, lambda p: p.chat(req, TARGET, "req-2"), **configured)
     assert fake.state.headers[-1]["anthropic-beta"] == "prompt-caching-2024-07-31"
     run(server, lambda p: p.chat(req, TARGET, "req-3"))

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from llm_gateway.errors import UpstreamError, UpstreamRateLimited, UpstreamRejected
-from llm_gateway.providers.anthropic.from_wire import chat_response, finish_reason, usage
-from llm_gateway.providers.anthropic.stream import StreamDecoder
 from llm_gateway.providers.http import iter_sse
 from llm_gateway.types import FinishDelta, StreamEvent, TextDelta, ToolCallDelta, Usage, UsageDelta
+from llm_gateway.wire.anthropic.from_wire import chat_response, finish_reason, usage
+from llm_gateway.wire.anthropic.stream import StreamDecoder
 from tests import fixtures
 
 WIRE = fixtures.WIRE / "anthropic"

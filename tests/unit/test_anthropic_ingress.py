@@ -13,12 +13,8 @@ import httpx2
 import orjson
 import pytest
 
-from llm_gateway.api.anthropic.decode import decode_messages_request
-from llm_gateway.api.anthropic.encode import MessageStreamEncoder, encode_message
 from llm_gateway.cache.keys import cache_key
 from llm_gateway.errors import InvalidRequest, UpstreamError
-from llm_gateway.providers.anthropic.to_wire import messages_body
-from llm_gateway.providers.base import RawChat, RawChunk
 from llm_gateway.types import (
     ChatResponse,
     Choice,
@@ -30,6 +26,10 @@ from llm_gateway.types import (
     Usage,
     UsageDelta,
 )
+from llm_gateway.wire.answer import Answer, Piece
+from llm_gateway.wire.anthropic.decode import decode_messages_request
+from llm_gateway.wire.anthropic.encode import MessageStreamEncoder, encode_message
+from llm_gateway.wire.anthropic.to_wire import messages_body
 from tests import fixtures
 
 WIRE = fixtures.WIRE / "anthropic"
@@ -62,7 +62,7 @@ def test_a_full_request_becomes_canonical() -> None:
     assert req.tool_choice is not None and req.tool_choice.mode == "auto"
     assert (req.max_tokens, req.temperature, req.stop, req.user, req.stream) == (
         1024, 0.5, ["\n\nHuman:"], "user-1234", False)
-    assert req.include_usage and req.raw is None and req.cache_basis is not None
+    assert req.include_usage and req.origin is not None and req.origin.dialect == "anthropic.messages"
 
 
 @pytest.mark.parametrize("name", [
@@ -185,12 +185,13 @@ def test_bad_requests_are_refused_naming_the_field(body: Any, param: str | None)
 def test_what_only_anthropic_takes_is_kept_for_it_and_noted(extra: dict[str, Any], param: str) -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], **extra}
     req = decode_messages_request(body)
-    assert req.anthropic_body == body and req.anthropic_only is not None and req.anthropic_only[0] == param
+    assert req.origin is not None and req.origin.body == body and req.origin.only is not None
+    assert req.origin.only[0] == param
     assert all(t.name == "f" for t in req.tools or [])  # the canonical form keeps what it can carry
 
 
-def _answer(text: str | None, calls: list[ToolCall], finish: Any, usage: Usage) -> ChatResponse:
-    return ChatResponse("chatcmpl-1", "gpt-x", 0, [Choice(0, text, calls, finish)], usage)
+def _answer(text: str | None, calls: list[ToolCall], finish: Any, usage: Usage) -> Answer:
+    return Answer.of(ChatResponse("chatcmpl-1", "gpt-x", 0, [Choice(0, text, calls, finish)], usage))
 
 
 def test_an_answer_with_a_tool_call_has_the_message_shape() -> None:
@@ -222,10 +223,10 @@ def test_a_stored_openai_answer_reads_back() -> None:
                          "choices": [{"index": 0, "message": {"role": "assistant", "content": "cached"},
                                       "finish_reason": "stop"}],
                          "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})
-    got = encode_message(RawChat(body, Usage(5, 1)), "r", "m")
+    got = encode_message(Answer.passed(body, "openai.chat", Usage(5, 1)), "r", "m")
     assert got["content"] == [{"type": "text", "text": "cached"}] and got["usage"]["output_tokens"] == 1
     with pytest.raises(UpstreamError):
-        encode_message(RawChat(b'{"no": "choices"}', None), "r", "m")
+        encode_message(Answer.passed(b'{"no": "choices"}', "openai.chat", None), "r", "m")
 
 
 def test_a_stream_follows_anthropics_event_sequence() -> None:
@@ -237,7 +238,7 @@ def test_a_stream_follows_anthropics_event_sequence() -> None:
                   ToolCallDelta(0, id="toolu_01NRLabsLyVHZPKxbKvkfSMn", name="get_weather"),
                   ToolCallDelta(0, arguments='{"locati'), ToolCallDelta(0, arguments='on": "Paris"}'),
                   FinishDelta("tool_calls"), UsageDelta(Usage(377, 65))]:
-        out += encoder.encode(event)
+        out += encoder.encode(Piece.of(event))
     out += encoder.finish()
     ours = sse(out)
     kinds = [(n, d.get("index"), (d.get("delta") or d.get("content_block") or {}).get("type")) for n, d in ours]
@@ -250,7 +251,7 @@ def test_a_stream_follows_anthropics_event_sequence() -> None:
 
 def test_the_sdk_assembles_our_stream() -> None:
     encoder = MessageStreamEncoder("msg_1", "gpt-x")
-    raw = encoder.start() + b"".join(encoder.encode(e) for e in [
+    raw = encoder.start() + b"".join(encoder.encode(Piece.of(e)) for e in [
         TextDelta("Hello "), TextDelta("there"),
         ToolCallDelta(0, id="call_1", name="lookup", arguments='{"q": '), ToolCallDelta(0, arguments='"x"}'),
         ToolCallDelta(1, id="call_2", name="other", arguments="{}"),
@@ -271,6 +272,6 @@ def test_cached_chunks_and_other_choices() -> None:
     encoder = MessageStreamEncoder("msg_1", "gpt-x")
     chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x",
              "choices": [{"index": 0, "delta": {"content": "from cache"}, "finish_reason": None}]}
-    assert b"from cache" in encoder.encode(RawChunk(orjson.dumps(chunk)))
-    assert encoder.encode(TextDelta("second choice", index=1)) == b""
-    assert encoder.encode(RawChunk(None)) == b""
+    assert b"from cache" in encoder.encode(Piece(orjson.dumps(chunk), "openai.chat"))
+    assert encoder.encode(Piece.of(TextDelta("second choice", index=1))) == b""
+    assert encoder.encode(Piece(None, "openai.chat")) == b""

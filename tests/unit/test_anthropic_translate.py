@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from llm_gateway.errors import InvalidRequest
-from llm_gateway.providers.anthropic.to_wire import JSON_TOOL, messages_body
 from llm_gateway.types import (
     ChatRequest,
     ImagePart,
@@ -23,6 +22,7 @@ from llm_gateway.types import (
     ToolCall,
     ToolChoice,
 )
+from llm_gateway.wire.anthropic.to_wire import JSON_TOOL, messages_body
 from tests import fixtures
 
 WIRE = fixtures.WIRE / "anthropic"

@@ -14,7 +14,6 @@ import pytest
 from llm_gateway.errors import InvalidRequest, UpstreamError, UpstreamRateLimited, UpstreamRejected
 from llm_gateway.providers.base import Target
 from llm_gateway.providers.gemini.adapter import GeminiProvider
-from llm_gateway.providers.gemini.tool_ids import signature_of
 from llm_gateway.providers.registry import build_provider
 from llm_gateway.settings import ProviderSettings
 from llm_gateway.types import (
@@ -32,6 +31,8 @@ from llm_gateway.types import (
     Usage,
     UsageDelta,
 )
+from llm_gateway.wire.gemini.tool_ids import signature_of
+from tests.answers import collect_events, unwrap
 from tests.fakes.gemini_server import PNG, SIGNATURE, create_app
 from tests.fakes.server import LiveServer, serve_in_thread
 
@@ -63,7 +64,7 @@ def run(upstream: tuple[LiveServer, list[dict[str, Any]]]) -> Callable[..., Any]
             provider.allow_private_image_hosts = private
             await provider.start()
             try:
-                return await fn(provider)
+                return unwrap(await fn(provider))  # type: ignore[no-any-return]
             finally:
                 await provider.aclose()
 
@@ -91,7 +92,7 @@ def user(text: str) -> Message:
 
 
 async def collect(events: AsyncIterator[Any]) -> list[StreamEvent]:
-    return [e async for e in events]
+    return await collect_events(events)
 
 
 def test_registry_builds_the_gemini_adapter() -> None:
@@ -180,7 +181,7 @@ def test_stream_cut_midway_raises_after_first_event(run: Callable[..., Any]) -> 
 
     async def go(p: GeminiProvider) -> None:
         async for event in await p.chat_stream(chat(user("fake-error:midstream please")), target(), "r"):
-            seen.append(event)
+            seen.extend(event.events)
 
     with pytest.raises(UpstreamError, match="ended the stream early"):
         run(go)
@@ -192,7 +193,7 @@ def test_error_object_inside_a_stream_is_mapped(run: Callable[..., Any]) -> None
 
     async def go(p: GeminiProvider) -> None:
         async for event in await p.chat_stream(chat(user("fake-error:stream-error please")), target(), "r"):
-            seen.append(event)
+            seen.extend(event.events)
 
     with pytest.raises(UpstreamError) as exc:
         run(go)
@@ -213,7 +214,7 @@ def test_closing_a_stream_early_is_clean(run: Callable[..., Any]) -> None:
         events = await p.chat_stream(chat(user("one two three four")), target(), "r")
         first = await anext(events)
         await events.aclose()  # type: ignore[attr-defined]
-        return first
+        return first.events[0]
 
     assert run(go) == TextDelta("Hello ")
 

@@ -12,9 +12,7 @@ import orjson
 import pytest
 
 from llm_gateway.errors import InvalidRequest, UpstreamError, UpstreamRateLimited, UpstreamRejected
-from llm_gateway.providers.gemini import from_wire, to_wire
-from llm_gateway.providers.gemini.stream import StreamDecoder
-from llm_gateway.providers.gemini.tool_ids import new_call_id, signature_of
+from llm_gateway.providers.gemini import errors as gemini_errors
 from llm_gateway.providers.http import iter_sse
 from llm_gateway.types import (
     ChatRequest,
@@ -34,6 +32,9 @@ from llm_gateway.types import (
     Usage,
     UsageDelta,
 )
+from llm_gateway.wire.gemini import from_wire, to_wire
+from llm_gateway.wire.gemini.stream import StreamDecoder
+from llm_gateway.wire.gemini.tool_ids import new_call_id, signature_of
 from tests import fixtures
 
 WIRE = fixtures.WIRE / "gemini"
@@ -455,7 +456,7 @@ def test_embedding_response_float_and_base64() -> None:
 
 
 def test_invalid_key_400_is_a_bad_provider_key() -> None:
-    err = from_wire.error(400, (WIRE / "error-400-api-key-invalid.json").read_bytes(), {}, "gem")
+    err = gemini_errors.error(400, (WIRE / "error-400-api-key-invalid.json").read_bytes(), {}, "gem")
     assert isinstance(err, UpstreamError) and err.status_code == 502
     assert "credentials" in err.message and "API key not valid" not in err.message and "key1234" not in err.message
 
@@ -471,15 +472,15 @@ def test_invalid_key_400_is_a_bad_provider_key() -> None:
 )
 def test_errors(name: str, status: int, cls: type, provider_message: bool) -> None:
     body = (WIRE / name).read_bytes()
-    err = from_wire.error(orjson.loads(body)["error"]["code"], body, {}, "gem")
+    err = gemini_errors.error(orjson.loads(body)["error"]["code"], body, {}, "gem")
     assert isinstance(err, cls) and err.status_code == status
     assert (err.message == orjson.loads(body)["error"]["message"]) is provider_message
 
 
 def test_429_retry_delay_from_body_or_header() -> None:
     body = (WIRE / "error-429-resource-exhausted.assembled.json").read_bytes()
-    assert from_wire.error(429, body, {}, "gem").retry_after == 53.0
-    assert from_wire.error(429, body, {"retry-after": "2"}, "gem").retry_after == 2.0
+    assert gemini_errors.error(429, body, {}, "gem").retry_after == 53.0
+    assert gemini_errors.error(429, body, {"retry-after": "2"}, "gem").retry_after == 2.0
 
 
 def test_tool_ids() -> None:

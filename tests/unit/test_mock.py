@@ -12,14 +12,15 @@ import jsonschema
 import orjson
 import pytest
 
-from llm_gateway.api.anthropic.decode import decode_messages_request
-from llm_gateway.api.openai.decode import decode_chat_request, decode_embedding_request
 from llm_gateway.errors import GatewayError, UpstreamError, UpstreamRateLimited, UpstreamRejected, UpstreamTimeout
 from llm_gateway.providers.base import Target
 from llm_gateway.providers.mock import OUTPUT_CHARS, MockProvider
 from llm_gateway.providers.mock_embeddings import MAX_VALUES
 from llm_gateway.settings import ProviderSettings
 from llm_gateway.types import ChatResponse, FinishDelta, TextDelta, ToolCallDelta, UsageDelta
+from llm_gateway.wire.anthropic.decode import decode_messages_request
+from llm_gateway.wire.openai_chat.decode import decode_chat_request, decode_embedding_request
+from tests.answers import collect_events, unwrap
 
 TARGET = Target("mock", 4096)
 
@@ -29,14 +30,14 @@ def provider(**kw: Any) -> MockProvider:
 
 
 def chat(body: dict[str, Any], **kw: Any) -> ChatResponse:
-    return asyncio.run(provider(**kw).chat(decode_chat_request({"model": "mock", **body}), TARGET, "r"))
+    return asyncio.run(provider(**kw).chat(decode_chat_request({"model": "mock", **body}), TARGET, "r")).response
 
 
 def stream(body: dict[str, Any], **kw: Any) -> list[Any]:
     async def run() -> list[Any]:
         p = provider(**kw)
         events = await p.chat_stream(decode_chat_request({"model": "mock", "stream": True, **body}), TARGET, "r")
-        return [e async for e in events]
+        return await collect_events(events)
 
     return asyncio.run(run())
 
@@ -96,7 +97,7 @@ def test_errors_on_request(steer: str, error: type[GatewayError]) -> None:
 
 def test_embeddings_are_deterministic_and_normalised() -> None:
     async def run(body: dict[str, Any]) -> Any:
-        return await provider().embed(decode_embedding_request({"model": "mock", **body}), TARGET, "r")
+        return unwrap(await provider().embed(decode_embedding_request({"model": "mock", **body}), TARGET, "r"))
 
     a = asyncio.run(run({"input": ["x", "y"]}))
     b = asyncio.run(run({"input": ["x"], "dimensions": 4}))
@@ -143,7 +144,7 @@ MALFORMED: list[tuple[Any, str]] = [
 def _steps(body: dict[str, Any], anthropic: bool = False) -> Any:
     req = decode_messages_request({"model": "mock", "max_tokens": 100, **body}) if anthropic else \
         decode_chat_request({"model": "mock", **body})
-    return asyncio.run(provider().chat(req, TARGET, "r"))
+    return asyncio.run(provider().chat(req, TARGET, "r")).response
 
 
 @pytest.mark.parametrize(("schema", "where"), MALFORMED)
@@ -231,7 +232,7 @@ def test_tool_arguments_and_json_answers_are_bounded_too() -> None:
 
 def test_embeddings_have_a_size_cap_and_cheap_vectors() -> None:
     async def run(body: dict[str, Any]) -> Any:
-        return await provider().embed(decode_embedding_request({"model": "mock", **body}), TARGET, "r")
+        return unwrap(await provider().embed(decode_embedding_request({"model": "mock", **body}), TARGET, "r"))
 
     with pytest.raises(UpstreamRejected) as caught:
         asyncio.run(run({"input": ["x"] * 2048, "dimensions": 8192}))

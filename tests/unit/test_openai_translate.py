@@ -10,10 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from llm_gateway.api.openai.decode import decode_chat_request, decode_embedding_request
-from llm_gateway.api.openai.encode import ChunkEncoder, encode_chat_response
 from llm_gateway.errors import InvalidRequest
-from llm_gateway.providers.openai import from_wire, to_wire
 from llm_gateway.types import (
     FinishDelta,
     ImagePart,
@@ -23,6 +20,9 @@ from llm_gateway.types import (
     Usage,
     UsageDelta,
 )
+from llm_gateway.wire.openai_chat import from_wire, to_wire
+from llm_gateway.wire.openai_chat.decode import decode_chat_request, decode_embedding_request
+from llm_gateway.wire.openai_chat.encode import ChunkEncoder, encode_chat_response
 from tests import fixtures
 from tests.openapi import validate
 
@@ -99,7 +99,7 @@ def test_passthrough_body_does_not_mutate_the_request() -> None:
 def test_canonical_to_wire_round_trip() -> None:
     body = wire("chat-request-full.assembled.json")
     req = decode_chat_request(body)
-    req.raw = None
+    req.origin = None
     sent = to_wire.chat_body(req, "gpt-x")
     again = decode_chat_request(sent)
     assert [m.role for m in again.messages] == [m.role for m in req.messages]

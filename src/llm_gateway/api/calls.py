@@ -22,9 +22,9 @@ from llm_gateway.db.errors import database_unavailable, is_unreachable
 from llm_gateway.errors import GatewayError, InvalidRequest
 from llm_gateway.observability.observer import bind_call
 from llm_gateway.pipeline import Call
-from llm_gateway.providers.base import ChatResult, ChunkOrEvent
 from llm_gateway.state import GatewayState
 from llm_gateway.types import ChatRequest
+from llm_gateway.wire.answer import Answer, Piece
 
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -109,9 +109,9 @@ class ChatDialect:
     endpoint: str  # as recorded in logs, usage rows and metrics
     decode: Callable[[Any], ChatRequest]
     # (events, request, request id, upstream model) → the SSE bytes to send
-    stream: Callable[[AsyncIterator[ChunkOrEvent], ChatRequest, str, str], AsyncIterator[bytes]]
+    stream: Callable[[AsyncIterator[Piece], ChatRequest, str, str], AsyncIterator[bytes]]
     # (answer, request, request id) → the JSON body
-    body: Callable[[ChatResult, ChatRequest, str], bytes]
+    body: Callable[[Answer, ChatRequest, str], bytes]
     error_body: Callable[[GatewayError], bytes]
     # reads what the dialect takes from the request's headers into the decoded request
     headers: Callable[[ChatRequest, Request], None] | None = None

@@ -22,10 +22,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llm_gateway.api.anthropic.encode import error_body as anthropic_error_body
 from llm_gateway.db.errors import database_unavailable, is_unreachable
 from llm_gateway.errors import GatewayError, RequestTooLarge
 from llm_gateway.ids import RequestIds
+from llm_gateway.wire.anthropic.encode import error_body as anthropic_error_body
 
 log = logging.getLogger("llm_gateway.http")
 

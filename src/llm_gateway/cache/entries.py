@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from llm_gateway.api.openai.encode import encode_usage
-from llm_gateway.providers.base import ChunkOrEvent, RawChunk
-from llm_gateway.types import FinishDelta, TextDelta, ToolCallDelta, Usage
+from llm_gateway.types import FinishDelta, StreamEvent, TextDelta, ToolCallDelta, Usage
+from llm_gateway.wire.answer import Piece
+from llm_gateway.wire.openai_chat.encode import encode_usage
 
 
 @dataclass(slots=True, frozen=True)
@@ -39,7 +39,7 @@ class Entry:
         return cls(body, str(meta["d"]), Usage(*(int(n) for n in meta["u"])))
 
 
-def replay_chunks(entry: Entry, include_usage: bool) -> list[RawChunk]:
+def replay_chunks(entry: Entry, include_usage: bool) -> list[Piece]:
     """A stored ``chat.completion`` as the chunks a live stream would send."""
     resp = orjson.loads(entry.body)
     head: dict[str, Any] = {"id": resp.get("id"), "object": "chat.completion.chunk",
@@ -47,11 +47,11 @@ def replay_chunks(entry: Entry, include_usage: bool) -> list[RawChunk]:
     if resp.get("system_fingerprint"):
         head["system_fingerprint"] = resp["system_fingerprint"]
 
-    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> RawChunk:
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> Piece:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return RawChunk(orjson.dumps({**head, "choices": [choice]}))
+        return Piece(orjson.dumps({**head, "choices": [choice]}), "openai.chat")
 
-    chunks: list[RawChunk] = []
+    chunks: list[Piece] = []
     for choice in resp.get("choices") or []:
         index = choice.get("index", 0)
         message = choice.get("message") or {}
@@ -71,7 +71,7 @@ def replay_chunks(entry: Entry, include_usage: bool) -> list[RawChunk]:
             }]}))
         chunks.append(chunk(index, {}, choice.get("finish_reason") or "stop"))
     if include_usage and resp.get("usage") is not None:
-        chunks.append(RawChunk(orjson.dumps({**head, "choices": [], "usage": resp["usage"]})))
+        chunks.append(Piece(orjson.dumps({**head, "choices": [], "usage": resp["usage"]}), "openai.chat"))
     return chunks
 
 
@@ -100,11 +100,16 @@ class StreamAssembler:
             choice = self._choices[index] = _Choice()
         return choice
 
-    def feed(self, event: ChunkOrEvent) -> None:
-        if isinstance(event, RawChunk):
-            if event.data is not None:
-                self._feed_raw(event.data)
-        elif isinstance(event, TextDelta):
+    def feed(self, piece: Piece) -> None:
+        if piece.dialect == "openai.chat":
+            if piece.raw is not None:
+                self._feed_raw(piece.raw)
+            return
+        for event in piece.events:
+            self._feed(event)
+
+    def _feed(self, event: StreamEvent) -> None:
+        if isinstance(event, TextDelta):
             self._choice(event.index).content.append(event.text)
         elif isinstance(event, ToolCallDelta):
             self._tool(event.index, event.tool_index, event.id, event.name, event.arguments)

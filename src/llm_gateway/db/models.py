@@ -170,5 +170,24 @@ class UsageRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class StoredResponse(Base):
+    """A ``/v1/responses`` answer kept for its user (``store``, the default)
+    until ``expires_at``: the ``response`` object as the client got it and
+    every input item the model saw (a continued conversation's earlier
+    turns included), so that ``previous_response_id`` needs this row only."""
+
+    __tablename__ = "stored_responses"
+    __table_args__ = (Index("ix_stored_responses_expires", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # ``None`` for the master key's responses.
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), default=None)
+    model: Mapped[str] = mapped_column(String(200))
+    input_items: Mapped[str] = mapped_column(Text)  # a JSON array
+    response: Mapped[str] = mapped_column(Text)  # a JSON object
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 def as_dict(row: Any) -> dict[str, Any]:
     return {c.key: getattr(row, c.key) for c in row.__table__.columns}

@@ -5,12 +5,12 @@ answers back into canonical results. Translation lives in pure functions next
 to the adapter; the adapter itself only sends bytes and maps errors, once, at
 this boundary.
 
-Passthrough: when a chat request arrived in OpenAI's dialect (``req.raw`` is
-set) and the provider speaks OpenAI's format, the adapter may answer with
-``RawChat`` / ``RawChunk`` (the upstream's own bytes) instead of canonical
-objects, so nothing is re-serialised; it still reports usage. Likewise an
-Anthropic-dialect request (``req.anthropic_body``) to an Anthropic provider
-is answered with ``RawMessage`` / ``RawEvent``.
+Passthrough: when a request arrived in a dialect the provider speaks
+(``passes_through``: OpenAI chat or responses to an OpenAI deployment,
+Anthropic messages to an Anthropic one), the adapter sends the client's own
+body (``req.origin``) and answers with the upstream's own bytes in an
+``Answer`` / ``Piece`` (``wire.answer``), so nothing is re-serialised; it
+still reports usage.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
-from llm_gateway.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamEvent, Usage
+from llm_gateway.types import ChatRequest, Dialect, EmbeddingRequest
+from llm_gateway.wire.answer import Answer, EmbeddingAnswer, Piece
 
 
 @dataclass(slots=True, frozen=True)
@@ -51,52 +52,18 @@ class Target:
     timeouts: Timeouts | None = None  # the model's overrides of the provider's timeouts
 
 
-@dataclass(slots=True)
-class RawChat:
-    """An OpenAI-format chat completion body, passed through unchanged."""
-
-    body: bytes
-    usage: Usage | None
-
-
-@dataclass(slots=True)
-class RawChunk:
-    """One OpenAI-format ``chat.completion.chunk`` JSON payload (without the
-    ``data: `` framing), passed through unchanged. ``usage`` is set on the
-    chunk that carried it; ``data`` is ``None`` when that chunk is not for the
-    client (it did not ask for ``include_usage``)."""
-
-    data: bytes | None
-    usage: Usage | None = None
+# The client dialects each provider kind takes as they are (passthrough):
+# a request that arrived in one of them goes up as the client's own body.
+PASSTHROUGH: dict[str, frozenset[Dialect]] = {
+    "openai": frozenset({"openai.chat", "openai.responses"}),
+    "openai_compatible": frozenset({"openai.chat"}),
+    "anthropic": frozenset({"anthropic.messages"}),
+}
 
 
-@dataclass(slots=True)
-class RawMessage:
-    """An Anthropic Messages ``message`` body, passed through unchanged."""
-
-    body: bytes
-    usage: Usage | None
-
-
-@dataclass(slots=True)
-class RawEvent:
-    """One Anthropic Messages SSE event, framed (``event: …\\ndata: …\\n\\n``)
-    and passed through unchanged, with the canonical events it amounts to
-    (for usage, the cache and the token estimate)."""
-
-    frame: bytes
-    events: list[StreamEvent]
-
-
-@dataclass(slots=True)
-class RawEmbedding:
-    body: bytes
-    usage: Usage | None
-
-
-ChatResult = ChatResponse | RawChat | RawMessage
-ChunkOrEvent = StreamEvent | RawChunk | RawEvent
-EmbeddingResult = EmbeddingResponse | RawEmbedding
+def passes_through(kind: str, req: ChatRequest) -> bool:
+    """Whether a provider of ``kind`` gets ``req`` as the client's own body."""
+    return req.origin is not None and req.origin.dialect in PASSTHROUGH.get(kind, frozenset())
 
 
 class Provider(Protocol):
@@ -111,13 +78,13 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Close pooled connections; called once at shutdown."""
 
-    async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResult:
+    async def chat(self, req: ChatRequest, target: Target, request_id: str) -> Answer:
         """One non-streaming completion from ``target.model``."""
 
-    async def chat_stream(self, req: ChatRequest, target: Target, request_id: str) -> AsyncIterator[ChunkOrEvent]:
+    async def chat_stream(self, req: ChatRequest, target: Target, request_id: str) -> AsyncIterator[Piece]:
         """Open a stream. Raises ``GatewayError`` before yielding when the
         upstream refuses; the iterator then yields events as they arrive.
         Closing the iterator cancels the upstream request."""
 
-    async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResult:
+    async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingAnswer:
         """Embeddings from ``target.model``."""

@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator
 import orjson
 
 from llm_gateway.errors import UpstreamError, UpstreamTimeout, upstream_status_error
-from llm_gateway.providers.base import ChunkOrEvent, Target
+from llm_gateway.providers.base import Target
 from llm_gateway.providers.mock_embeddings import MAX_VALUES, OFF_LOOP, embedding_vectors
 from llm_gateway.providers.mock_schemas import check_schemas, example_value
 from llm_gateway.settings import ProviderSettings
@@ -56,6 +56,7 @@ from llm_gateway.types import (
     Usage,
     UsageDelta,
 )
+from llm_gateway.wire.answer import Answer, EmbeddingAnswer, Piece
 
 _ERROR = re.compile(r"mock-error:(\w+)")
 EMBEDDING_DIMENSIONS = 16
@@ -147,7 +148,7 @@ class MockProvider:
                 )
             raise UpstreamError(f"Mock error {plan.error!r} as requested.")
 
-    async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResponse:
+    async def chat(self, req: ChatRequest, target: Target, request_id: str) -> Answer:
         plan = _Plan(req, target, self.name)
         await self._before(plan)
         n = req.n or 1
@@ -155,14 +156,15 @@ class MockProvider:
             Choice(i, plan.text, [plan.tool_call] if plan.tool_call else [], plan.finish) for i in range(n)
         ]
         usage = Usage(plan.usage.input_tokens, plan.usage.output_tokens * n)
-        return ChatResponse(f"chatcmpl-{uuid.uuid4().hex}", target.model, int(time.time()), choices, usage)
+        return Answer.of(ChatResponse(f"chatcmpl-{uuid.uuid4().hex}", target.model, int(time.time()), choices,
+                                      usage))
 
-    async def chat_stream(self, req: ChatRequest, target: Target, request_id: str) -> AsyncIterator[ChunkOrEvent]:
+    async def chat_stream(self, req: ChatRequest, target: Target, request_id: str) -> AsyncIterator[Piece]:
         plan = _Plan(req, target, self.name)
         await self._before(plan)
         return self._events(plan, req.n or 1)
 
-    async def _events(self, plan: _Plan, n: int) -> AsyncIterator[ChunkOrEvent]:
+    async def _events(self, plan: _Plan, n: int) -> AsyncIterator[Piece]:
         pieces = plan.pieces
         if self._chunks and pieces:
             size = math.ceil(len(pieces) / self._chunks)
@@ -170,17 +172,17 @@ class MockProvider:
         for index in range(n):
             if plan.tool_call:
                 call = plan.tool_call
-                yield ToolCallDelta(0, "", call.id, call.name, index)
-                yield ToolCallDelta(0, call.arguments, index=index)
+                yield Piece.of(ToolCallDelta(0, "", call.id, call.name, index))
+                yield Piece.of(ToolCallDelta(0, call.arguments, index=index))
             for i, piece in enumerate(pieces):
                 if i == 1 and plan.error == "midstream":
                     raise UpstreamError(f"The {self.name} provider failed mid-stream (as requested).")
-                yield TextDelta(piece, index)
+                yield Piece.of(TextDelta(piece, index))
                 await asyncio.sleep(0)
-            yield FinishDelta(plan.finish, index)
-        yield UsageDelta(Usage(plan.usage.input_tokens, plan.usage.output_tokens * n))
+            yield Piece.of(FinishDelta(plan.finish, index))
+        yield Piece.of(UsageDelta(Usage(plan.usage.input_tokens, plan.usage.output_tokens * n)))
 
-    async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResponse:
+    async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingAnswer:
         dims = req.dimensions or EMBEDDING_DIMENSIONS
         values = len(req.inputs) * dims
         if values > MAX_VALUES:
@@ -194,4 +196,4 @@ class MockProvider:
         else:
             vectors = embedding_vectors(req.inputs, dims, base64)
         tokens = sum(estimate_text(i) if isinstance(i, str) else len(i) for i in req.inputs)
-        return EmbeddingResponse(target.model, vectors, Usage(input_tokens=tokens))
+        return EmbeddingAnswer.of(EmbeddingResponse(target.model, vectors, Usage(input_tokens=tokens)))

@@ -149,13 +149,22 @@ def _where(path: tuple[str | int, ...]) -> str:
     return f"'{text[:200]}'" if text else "the schema"
 
 
+# A dialect's tool schema key and answer schema param.
+_SCHEMA_PARAMS = {
+    "anthropic.messages": ("input_schema", "output_config.format.schema"),
+    "openai.responses": ("parameters", "text.format.schema"),
+}
+
+
 def _params(req: ChatRequest) -> tuple[list[str], str]:
     """The client's names of its tools' schemas and its answer's schema."""
-    if req.anthropic_body is not None:
-        body_tools = req.anthropic_body.get("tools")
-        by_identity = {id(t.get("input_schema")): i for i, t in enumerate(body_tools or []) if isinstance(t, dict)}
-        names = [f"tools[{by_identity.get(id(t.parameters), i)}].input_schema" for i, t in enumerate(req.tools or [])]
-        return names, "output_config.format.schema"
+    dialect = req.origin.dialect if req.origin is not None else "openai.chat"
+    if dialect != "openai.chat":  # tools are picked out of the body's: name each by its place there
+        key, format_param = _SCHEMA_PARAMS[dialect]
+        body_tools = req.origin.body.get("tools") if req.origin is not None else None
+        by_identity = {id(t.get(key)): i for i, t in enumerate(body_tools or []) if isinstance(t, dict)}
+        names = [f"tools[{by_identity.get(id(t.parameters), i)}].{key}" for i, t in enumerate(req.tools or [])]
+        return names, format_param
     names = [f"tools[{i}].function.parameters" for i in range(len(req.tools or []))]
     return names, "response_format.json_schema.schema"
 

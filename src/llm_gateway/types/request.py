@@ -34,14 +34,42 @@ class ResponseFormat:
     strict: bool | None = None
 
 
+# The client dialects a request may arrive in (``wire/``'s ingress packages).
+Dialect = Literal["openai.chat", "openai.responses", "anthropic.messages"]
+# The response cache's namespace for each dialect's bodies.
+_CACHE_NAMESPACES: dict[str, str] = {
+    "openai.chat": "chat", "openai.responses": "responses", "anthropic.messages": "messages",
+}
+
+
+@dataclass(slots=True)
+class Origin:
+    """The client's own request, in the dialect it arrived in: every
+    dialect's pass-through extras in one place, off the canonical fields.
+
+    A provider that speaks ``dialect`` receives ``body`` with only ``model``
+    replaced (and ``headers``, such as ``anthropic-beta``); any other gets
+    the canonical request. ``only`` is (param, message) of the first thing
+    in ``body`` that only a provider speaking the dialect can take: any
+    other refuses the request with it. ``uncarried_bytes`` counts the body's
+    content the canonical messages do not carry but such a provider reads
+    (added to the prompt's upper bound for the reservation)."""
+
+    dialect: Dialect
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    only: tuple[str, str] | None = None
+    uncarried_bytes: int = 0
+
+
 @dataclass(slots=True)
 class ChatRequest:
-    """A chat completion request, independent of the dialect it arrived in.
+    """A chat request, independent of the dialect it arrived in.
 
-    ``raw`` keeps the client's original OpenAI body so an OpenAI-format
-    upstream can receive it with only ``model`` rewritten (passthrough).
-    ``extra`` keeps fields the gateway does not interpret, so nothing the
-    client sent is silently dropped on the passthrough path.
+    ``origin`` keeps the client's own body (see ``Origin``); ``extra`` keeps
+    OpenAI chat fields the gateway does not interpret, so nothing the client
+    sent is silently dropped when it is re-encoded for an OpenAI-format
+    upstream.
     """
 
     model: str
@@ -61,30 +89,22 @@ class ChatRequest:
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
-    raw: dict[str, Any] | None = None
+    # low | medium | high (… as the client named it): how hard a reasoning model thinks
+    reasoning_effort: str | None = None
+    origin: Origin | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    # For a request that arrived in another dialect (``raw`` is None): the
-    # client's fields that the response cache keys on.
-    cache_basis: dict[str, Any] | None = None
-    # The client's Anthropic Messages body, when it arrived in that dialect:
-    # an ``anthropic`` provider receives it as is, with only ``model`` replaced.
-    anthropic_body: dict[str, Any] | None = None
-    # The client's ``anthropic-beta`` header, forwarded with that body.
-    anthropic_beta: str | None = None
-    # (param, message) of the first thing in that body only an Anthropic
-    # deployment can take; any other refuses the request with it.
-    anthropic_only: tuple[str, str] | None = None
-    # Bytes of that body's content the canonical messages do not carry
-    # (documents, earlier thinking, …) but an Anthropic deployment reads:
-    # added to the prompt's upper bound for the reservation.
-    uncarried_bytes: int = 0
+
+    def from_dialect(self, dialect: Dialect) -> dict[str, Any] | None:
+        """The client's body when the request arrived in ``dialect``."""
+        origin = self.origin
+        return origin.body if origin is not None and origin.dialect == dialect else None
 
     @property
     def cache_source(self) -> tuple[str, dict[str, Any] | None]:
         """The cache's namespace and the body its key is computed from."""
-        if self.raw is not None:
-            return "chat", self.raw
-        return "messages", self.cache_basis
+        if self.origin is None:
+            return "chat", None
+        return _CACHE_NAMESPACES[self.origin.dialect], self.origin.body
 
 
 @dataclass(slots=True)

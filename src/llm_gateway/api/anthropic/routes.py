@@ -20,38 +20,38 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from llm_gateway.api.anthropic.decode import decode_messages_request
-from llm_gateway.api.anthropic.encode import MessageStreamEncoder, anthropic_error_body, encode_message
 from llm_gateway.api.auth import authenticate
 from llm_gateway.api.calls import ChatDialect, chat_endpoint, gateway
 from llm_gateway.api.responses import JSONBytes, read_json, request_id
 from llm_gateway.errors import GatewayError, UpstreamRejected
-from llm_gateway.providers.base import ChatResult, ChunkOrEvent, RawEvent, RawMessage
 from llm_gateway.settings import ModelSettings
 from llm_gateway.state import GatewayState
 from llm_gateway.tokens import estimate_prompt
 from llm_gateway.types import ChatRequest
+from llm_gateway.wire.answer import Answer, Piece
+from llm_gateway.wire.anthropic.decode import decode_messages_request
+from llm_gateway.wire.anthropic.encode import MessageStreamEncoder, anthropic_error_body, encode_message
 
 log = logging.getLogger("llm_gateway.messages")
 
 
-def _body(result: ChatResult, req: ChatRequest, rid: str) -> bytes:
-    if isinstance(result, RawMessage):
-        return result.body  # an Anthropic deployment's own answer
-    return orjson.dumps(encode_message(result, rid, req.model))
+def _body(result: Answer, req: ChatRequest, rid: str) -> bytes:
+    own = result.body_in("anthropic.messages")  # an Anthropic deployment's own answer
+    return own if own is not None else orjson.dumps(encode_message(result, rid, req.model))
 
 
-async def _sse(events: AsyncIterator[ChunkOrEvent], req: ChatRequest, rid: str, model: str) -> AsyncIterator[bytes]:
+async def _sse(events: AsyncIterator[Piece], req: ChatRequest, rid: str, model: str) -> AsyncIterator[bytes]:
     """Anthropic SSE: an Anthropic deployment's own events as they came, or
     the encoding of any other's; an error after the first byte becomes one
     ``error`` event and the stream ends without ``message_stop``."""
     encoder = MessageStreamEncoder(f"msg_{rid}", model)
     try:
         first = await anext(events)
-        if isinstance(first, RawEvent):
-            yield first.frame
+        if first.raw is not None and first.dialect == "anthropic.messages":
+            yield first.raw
             async for event in events:
-                yield event.frame  # type: ignore[union-attr]  # one deployment serves the whole stream
+                if event.raw is not None:  # one deployment serves the whole stream
+                    yield event.raw
             return
         yield encoder.start() + encoder.encode(first)
         async for event in events:
@@ -67,7 +67,9 @@ async def _sse(events: AsyncIterator[ChunkOrEvent], req: ChatRequest, rid: str, 
 
 
 def _headers(req: ChatRequest, request: Request) -> None:
-    req.anthropic_beta = request.headers.get("anthropic-beta")  # forwarded to Anthropic deployments
+    beta = request.headers.get("anthropic-beta")
+    if beta and req.origin is not None:
+        req.origin.headers["anthropic-beta"] = beta  # forwarded to Anthropic deployments
 
 
 messages = chat_endpoint(ChatDialect("messages", decode_messages_request, _sse, _body, anthropic_error_body, _headers))

@@ -23,35 +23,35 @@ from llm_gateway.api.calls import call_headers as _headers
 from llm_gateway.api.calls import cost_headers as _cost_headers
 from llm_gateway.api.calls import gateway as _gateway
 from llm_gateway.api.calls import new_call as _new_call
-from llm_gateway.api.openai.decode import decode_chat_request, decode_embedding_request
-from llm_gateway.api.openai.encode import ChunkEncoder, encode_chat_response, encode_embedding_response
 from llm_gateway.api.responses import JSONBytes, error_response, json_response, read_json, request_id
 from llm_gateway.errors import GatewayError, ModelNotFound
 from llm_gateway.pipeline import Call
-from llm_gateway.providers.base import ChatResult, ChunkOrEvent, RawChat, RawChunk, RawEmbedding
-from llm_gateway.providers.results import canonical_chat, canonical_events
 from llm_gateway.settings import Pricing
 from llm_gateway.state import GatewayState
 from llm_gateway.types import ChatRequest
+from llm_gateway.wire.answer import Answer, Piece
+from llm_gateway.wire.openai_chat.decode import decode_chat_request, decode_embedding_request
+from llm_gateway.wire.openai_chat.encode import ChunkEncoder, encode_chat_response, encode_embedding_response
 
 _DONE = b"data: [DONE]\n\n"
 
 
-def _body(result: ChatResult, req: ChatRequest, rid: str) -> bytes:
-    return result.body if isinstance(result, RawChat) else orjson.dumps(encode_chat_response(canonical_chat(result)))
+def _body(result: Answer, req: ChatRequest, rid: str) -> bytes:
+    own = result.body_in("openai.chat")
+    return own if own is not None else orjson.dumps(encode_chat_response(result.response))
 
 
-async def _sse(events: AsyncIterator[ChunkOrEvent], req: ChatRequest, rid: str, model: str) -> AsyncIterator[bytes]:
+async def _sse(events: AsyncIterator[Piece], req: ChatRequest, rid: str, model: str) -> AsyncIterator[bytes]:
     """OpenAI SSE framing, one write per upstream event; an error after the
     first byte becomes one ``data: {"error": …}`` event and no ``[DONE]``."""
     encoder = ChunkEncoder(f"chatcmpl-{rid}", model, int(time.time()), req.include_usage)
     try:
         async for event in events:
-            if isinstance(event, RawChunk):
-                if event.data is not None:
-                    yield b"data: " + event.data + b"\n\n"
+            if event.dialect == "openai.chat":  # the upstream's own chunk (or one for the gateway only)
+                if event.raw is not None:
+                    yield b"data: " + event.raw + b"\n\n"
                 continue
-            for item in canonical_events(event):
+            for item in event.events:
                 data = encoder.encode(item)
                 if data is not None:
                     yield b"data: " + data + b"\n\n"
@@ -84,7 +84,10 @@ async def embeddings(request: Request) -> Response:
         else:
             refused(gw, rid, "embeddings", err.status_code, started)
         return error_response(err, _headers(call, rid))
-    body = result.body if isinstance(result, RawEmbedding) else orjson.dumps(encode_embedding_response(result))
+    body = result.raw
+    if body is None:
+        assert result.response is not None
+        body = orjson.dumps(encode_embedding_response(result.response))
     gw.pipeline.finish(call, 200)
     return JSONBytes(body, headers=_cost_headers(call, rid))
 

@@ -4,10 +4,10 @@ Only I/O lives here; translation is in ``to_wire``, ``from_wire`` and
 ``stream``. Error answers are mapped once, by ``error_from_response``.
 
 Passthrough: a request that arrived in Anthropic's own dialect
-(``req.anthropic_body``) is sent as the client wrote it, with only ``model``
+(``req.origin``) is sent as the client wrote it, with only ``model``
 replaced (and ``max_tokens`` added when absent), so everything Anthropic
 understands — thinking, prompt-caching marks, documents, ``top_k`` — reaches
-it; the answer's bytes go back unchanged (``RawMessage``, ``RawEvent``),
+it; the answer's bytes go back unchanged (``Answer``, ``Piece``),
 read only for usage and, for the cache, its canonical events.
 """
 
@@ -21,9 +21,7 @@ from typing import Any
 import aiohttp
 
 from llm_gateway.errors import InvalidRequest
-from llm_gateway.providers.anthropic import from_wire, to_wire
-from llm_gateway.providers.anthropic.stream import StreamDecoder
-from llm_gateway.providers.base import RawEvent, RawMessage, Target
+from llm_gateway.providers.base import Target
 from llm_gateway.providers.http import (
     SSEEvent,
     Upstream,
@@ -34,7 +32,10 @@ from llm_gateway.providers.http import (
     unexpected_body,
 )
 from llm_gateway.settings import ProviderSettings
-from llm_gateway.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamEvent
+from llm_gateway.types import ChatRequest, EmbeddingRequest, EmbeddingResponse, StreamEvent
+from llm_gateway.wire.answer import Answer, Piece
+from llm_gateway.wire.anthropic import from_wire, to_wire
+from llm_gateway.wire.anthropic.stream import StreamDecoder
 
 API_VERSION = "2023-06-01"
 # What ``/messages/count_tokens`` takes of a Messages body (besides ``model``).
@@ -67,20 +68,20 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResponse | RawMessage:
-        if req.anthropic_body is not None:
+    async def chat(self, req: ChatRequest, target: Target, request_id: str) -> Answer:
+        if req.from_dialect("anthropic.messages") is not None:
             raw = await self._http.call(self._url, _passthrough(req, target), request_id, target.timeouts,
                                         self._betas(req))
             reported = _message(load_json(raw, self.name), self.name).get("usage")
-            return RawMessage(raw, from_wire.usage(reported) if isinstance(reported, dict) else None)
+            return Answer.passed(raw, "anthropic.messages",
+                                 from_wire.usage(reported) if isinstance(reported, dict) else None)
         wire = to_wire.messages_body(req, target.model, target.max_output_tokens)
         data = load_json(await self._http.call(self._url, wire.body, request_id, target.timeouts), self.name)
-        return from_wire.chat_response(_message(data, self.name), created=int(time.time()), json_tool=wire.json_tool)
+        return Answer.of(from_wire.chat_response(_message(data, self.name), created=int(time.time()),
+                                                 json_tool=wire.json_tool))
 
-    async def chat_stream(
-        self, req: ChatRequest, target: Target, request_id: str
-    ) -> AsyncIterator[StreamEvent] | AsyncIterator[RawEvent]:
-        if req.anthropic_body is not None:
+    async def chat_stream(self, req: ChatRequest, target: Target, request_id: str) -> AsyncIterator[Piece]:
+        if req.from_dialect("anthropic.messages") is not None:
             resp = await self._http.open_stream(self._url, _passthrough(req, target), request_id, target.timeouts,
                                                 self._betas(req))
             return self._frames(resp, StreamDecoder(self.name))
@@ -90,9 +91,11 @@ class AnthropicProvider:
 
     def _betas(self, req: ChatRequest) -> dict[str, str] | None:
         """The client's ``anthropic-beta`` features, joined to the provider's configured ones."""
-        if not req.anthropic_beta or req.anthropic_body is None:
+        beta = req.origin.headers.get("anthropic-beta") if req.from_dialect("anthropic.messages") is not None \
+            and req.origin is not None else None
+        if not beta:
             return None
-        return {self._beta_key: f"{self._beta},{req.anthropic_beta}" if self._beta else req.anthropic_beta}
+        return {self._beta_key: f"{self._beta},{beta}" if self._beta else beta}
 
     async def _decoded(
         self, resp: aiohttp.ClientResponse, decoder: StreamDecoder
@@ -111,25 +114,27 @@ class AnthropicProvider:
 
     # (``aclosing``: closing the outer stream, as a client hanging up does,
     # closes the upstream response at once, not when the inner one is collected.)
-    async def _events(self, resp: aiohttp.ClientResponse, decoder: StreamDecoder) -> AsyncIterator[StreamEvent]:
+    async def _events(self, resp: aiohttp.ClientResponse, decoder: StreamDecoder) -> AsyncIterator[Piece]:
         async with aclosing(self._decoded(resp, decoder)) as decoded:
             async for _, events in decoded:
                 for ev in events:
-                    yield ev
+                    yield Piece.of(ev)
 
-    async def _frames(self, resp: aiohttp.ClientResponse, decoder: StreamDecoder) -> AsyncIterator[RawEvent]:
+    async def _frames(self, resp: aiohttp.ClientResponse, decoder: StreamDecoder) -> AsyncIterator[Piece]:
         """The upstream's events as they came, each with its canonical events
         (the client gets the gateway's own error event, not Anthropic's)."""
         async with aclosing(self._decoded(resp, decoder)) as decoded:
             async for event, events in decoded:
                 name = (event.event or "message").encode()
-                yield RawEvent(b"event: " + name + b"\ndata: " + event.data + b"\n\n", events)
+                yield Piece(b"event: " + name + b"\ndata: " + event.data + b"\n\n", "anthropic.messages",
+                            events=events)
 
     async def count_tokens(self, req: ChatRequest, target: Target, request_id: str) -> int:
         """Anthropic's own count of the request's input tokens
         (``POST {api_base}/messages/count_tokens``)."""
-        if req.anthropic_body is not None:
-            body = {k: v for k, v in req.anthropic_body.items() if k in _COUNTED}
+        own = req.from_dialect("anthropic.messages")
+        if own is not None:
+            body = {k: v for k, v in own.items() if k in _COUNTED}
         else:
             body = {k: v for k, v in to_wire.messages_body(req, target.model, 1).body.items() if k in _COUNTED}
         body["model"] = target.model
@@ -148,7 +153,7 @@ class AnthropicProvider:
 
 
 def _passthrough(req: ChatRequest, target: Target) -> dict[str, Any]:
-    body = dict(req.anthropic_body or {})
+    body = dict(req.from_dialect("anthropic.messages") or {})
     body["model"] = target.model
     body.setdefault("max_tokens", target.max_output_tokens)
     return body

@@ -2,7 +2,7 @@
 
 Calls ``{base}/models/{model}:generateContent``,
 ``:streamGenerateContent?alt=sse`` and ``:batchEmbedContents`` with the key
-in ``x-goog-api-key``. Errors are mapped once, by ``from_wire.error``.
+in ``x-goog-api-key``. Errors are mapped once, by ``gemini_errors.error``.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ from typing import Any
 
 import aiohttp
 
-from llm_gateway.providers.base import ChunkOrEvent, Target
-from llm_gateway.providers.gemini import from_wire, to_wire
+from llm_gateway.providers.base import Target
+from llm_gateway.providers.gemini import errors as gemini_errors
 from llm_gateway.providers.gemini.images import fetch_images
-from llm_gateway.providers.gemini.stream import StreamDecoder
 from llm_gateway.providers.http import Upstream, finish, iter_sse, load_json, transport_errors, unexpected_body
 from llm_gateway.settings import ProviderSettings
-from llm_gateway.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
+from llm_gateway.types import ChatRequest, EmbeddingRequest
+from llm_gateway.wire.answer import Answer, EmbeddingAnswer, Piece
+from llm_gateway.wire.gemini import from_wire, to_wire
+from llm_gateway.wire.gemini.stream import StreamDecoder
 
 IMAGE_TIMEOUT_S = 30.0
 
@@ -36,7 +38,7 @@ class GeminiProvider:
         headers = {"content-type": "application/json", **settings.headers}
         if settings.api_key:
             headers["x-goog-api-key"] = settings.api_key
-        self._http = Upstream(settings, headers, from_wire.error)
+        self._http = Upstream(settings, headers, gemini_errors.error)
         self.address = self._http.address
         self._image_timeout = aiohttp.ClientTimeout(
             total=min(settings.timeout_s, IMAGE_TIMEOUT_S), sock_connect=settings.connect_timeout_s
@@ -64,20 +66,20 @@ class GeminiProvider:
             )
         return to_wire.chat_body(req, images)
 
-    async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResponse:
+    async def chat(self, req: ChatRequest, target: Target, request_id: str) -> Answer:
         body = await self._chat_body(req)
         data = await self._call(self._url(target.model, "generateContent"), body, request_id, target)
-        return from_wire.chat_response(data, target.model)
+        return Answer.of(from_wire.chat_response(data, target.model))
 
     async def chat_stream(
         self, req: ChatRequest, target: Target, request_id: str
-    ) -> AsyncIterator[ChunkOrEvent]:
+    ) -> AsyncIterator[Piece]:
         body = await self._chat_body(req)
         url = self._url(target.model, "streamGenerateContent") + "?alt=sse"
         resp = await self._http.open_stream(url, body, request_id, target.timeouts)
         return self._events(resp)
 
-    async def _events(self, resp: aiohttp.ClientResponse) -> AsyncIterator[ChunkOrEvent]:
+    async def _events(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Piece]:
         decoder = StreamDecoder(self.name)
         clean = False
         try:
@@ -87,18 +89,18 @@ class GeminiProvider:
                     if isinstance(data, dict) and isinstance(data.get("error"), dict):
                         code = data["error"].get("code")
                         status = code if isinstance(code, int) and code >= 400 else 500
-                        raise from_wire.error(status, event.data, {}, self.name)
+                        raise gemini_errors.error(status, event.data, {}, self.name)
                     for ev in decoder.feed(data):
-                        yield ev
+                        yield Piece.of(ev)
                 clean = True
             for ev in decoder.close():
-                yield ev
+                yield Piece.of(ev)
         finally:
             finish(resp, clean)
 
-    async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResponse:
+    async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingAnswer:
         body = to_wire.embedding_body(req, target.model)
         data = await self._call(self._url(target.model, "batchEmbedContents"), body, request_id, target)
         if not isinstance(data, dict):
             raise unexpected_body(self.name)
-        return from_wire.embedding_response(data, req, target.model)
+        return EmbeddingAnswer.of(from_wire.embedding_response(data, req, target.model))

@@ -19,7 +19,7 @@ import aiohttp
 from yarl import URL
 
 from llm_gateway.errors import InvalidRequest
-from llm_gateway.providers.gemini.to_wire import InlineImage
+from llm_gateway.wire.gemini.to_wire import InlineImage
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_REDIRECTS = 3

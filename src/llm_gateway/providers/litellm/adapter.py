@@ -21,14 +21,15 @@ import aiohttp
 
 from llm_gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from llm_gateway.providers import causes
-from llm_gateway.providers.base import REQUEST_DEADLINE, ChunkOrEvent, Target, Timeouts
+from llm_gateway.providers.base import REQUEST_DEADLINE, Target, Timeouts
 from llm_gateway.providers.gemini.images import fetch_images
-from llm_gateway.providers.gemini.to_wire import remote_images
 from llm_gateway.providers.http import Limits, limits, new_session
 from llm_gateway.providers.litellm import from_wire, sdk, to_wire
 from llm_gateway.providers.litellm.errors import map_exception
 from llm_gateway.settings import ProviderSettings
-from llm_gateway.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
+from llm_gateway.types import ChatRequest, EmbeddingRequest
+from llm_gateway.wire.answer import Answer, EmbeddingAnswer, Piece
+from llm_gateway.wire.gemini.to_wire import remote_images
 
 IMAGE_TIMEOUT_S = 30.0
 
@@ -85,14 +86,14 @@ class LiteLLMProvider:
         except Exception as exc:
             raise map_exception(exc, self.name) from None
 
-    async def chat(self, req: ChatRequest, target: Target, request_id: str) -> ChatResponse:
+    async def chat(self, req: ChatRequest, target: Target, request_id: str) -> Answer:
         lim = self._limits_for(target.timeouts)
         kwargs = to_wire.chat_kwargs(req, target, await self._images_of(req)) | self._call_kwargs(request_id, lim)
         kwargs.pop("stream", None)
         answer = await self._timed(self._litellm.acompletion(**kwargs), lim, "total", lim.total)
-        return from_wire.chat_response(answer)
+        return Answer.of(from_wire.chat_response(answer))
 
-    async def chat_stream(self, req: ChatRequest, target: Target, request_id: str) -> AsyncIterator[ChunkOrEvent]:
+    async def chat_stream(self, req: ChatRequest, target: Target, request_id: str) -> AsyncIterator[Piece]:
         lim = self._limits_for(target.timeouts)
         kwargs = to_wire.chat_kwargs(req, target, await self._images_of(req)) | self._call_kwargs(request_id, lim)
         kwargs["stream"] = True
@@ -117,7 +118,7 @@ class LiteLLMProvider:
 
     async def _events(
         self, stream: Any, first: Any, lim: Limits, started: float, deadline: float | None
-    ) -> AsyncIterator[ChunkOrEvent]:
+    ) -> AsyncIterator[Piece]:
         loop = asyncio.get_running_loop()
         end_by = min(started + lim.total, deadline if deadline is not None else math.inf)
         finished = False
@@ -127,7 +128,7 @@ class LiteLLMProvider:
                 events = from_wire.chunk_events(chunk)
                 finished = finished or from_wire.finishes(events)
                 for event in events:
-                    yield event
+                    yield Piece.of(event)
                 now = loop.time()
                 by = min(end_by, now + lim.idle) if lim.idle is not None else end_by
                 phase = "idle between chunks" if lim.idle is not None and by < end_by else (
@@ -142,11 +143,11 @@ class LiteLLMProvider:
         finally:
             await _close(stream)
 
-    async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingResponse:
+    async def embed(self, req: EmbeddingRequest, target: Target, request_id: str) -> EmbeddingAnswer:
         lim = self._limits_for(target.timeouts)
         kwargs = to_wire.embedding_kwargs(req, target) | self._call_kwargs(request_id, lim)
         answer = await self._timed(self._litellm.aembedding(**kwargs), lim, "total", lim.total)
-        return from_wire.embedding_response(answer)
+        return EmbeddingAnswer.of(from_wire.embedding_response(answer))
 
 
 async def _close(stream: Any) -> None:

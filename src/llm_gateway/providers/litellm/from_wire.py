@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_gateway.providers.openai import from_wire as openai_wire
 from llm_gateway.types import ChatResponse, EmbeddingResponse, FinishDelta, StreamEvent
+from llm_gateway.wire.openai_chat import from_wire as openai_wire
 
 
 def plain(obj: Any) -> Any:

@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from llm_gateway.providers.base import Target
-from llm_gateway.providers.openai import to_wire as openai_wire
 from llm_gateway.settings import ProviderSettings
 from llm_gateway.types import ChatRequest, EmbeddingRequest
+from llm_gateway.wire.openai_chat import to_wire as openai_wire
 
 
 def connection(settings: ProviderSettings, request_id: str) -> dict[str, Any]:

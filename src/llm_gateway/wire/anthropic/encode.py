@@ -22,8 +22,6 @@ from typing import Any
 import orjson
 
 from llm_gateway.errors import GatewayError
-from llm_gateway.providers.base import ChatResult, ChunkOrEvent
-from llm_gateway.providers.results import canonical_chat, canonical_events
 from llm_gateway.types import (
     FinishDelta,
     FinishReason,
@@ -33,6 +31,7 @@ from llm_gateway.types import (
     Usage,
     UsageDelta,
 )
+from llm_gateway.wire.answer import Answer, Piece
 
 _STOP_REASONS: dict[FinishReason, str] = {
     "stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal",
@@ -62,9 +61,9 @@ def _tool_input(arguments: str) -> Any:
     return value if isinstance(value, dict) else {"arguments": arguments}
 
 
-def encode_message(result: ChatResult, request_id: str, model: str) -> dict[str, Any]:
+def encode_message(result: Answer, request_id: str, model: str) -> dict[str, Any]:
     """A non-streamed answer as a Messages API ``message`` (its first choice)."""
-    resp = canonical_chat(result)
+    resp = result.response
     content: list[dict[str, Any]] = []
     stop_reason = "end_turn"
     if resp.choices:
@@ -136,8 +135,8 @@ class MessageStreamEncoder:
                    "content": [], "stop_reason": None, "stop_sequence": None, "usage": encode_usage(None)}
         return _event(b"message_start", {"type": "message_start", "message": message})
 
-    def encode(self, item: ChunkOrEvent) -> bytes:
-        return b"".join(self._one(event) for event in canonical_events(item))
+    def encode(self, item: Piece) -> bytes:
+        return b"".join(self._one(event) for event in item.events)
 
     def _close(self) -> bytes:
         if self.block_kind is None:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_gateway.errors import UpstreamError
-from llm_gateway.providers.gemini import from_wire
 from llm_gateway.types import FinishDelta, StreamEvent, TextDelta, ToolCallDelta, Usage, UsageDelta
+from llm_gateway.wire.gemini import from_wire
 
 
 @dataclass(slots=True)

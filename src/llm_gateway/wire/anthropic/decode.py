@@ -26,7 +26,7 @@ earlier assistant turns, ``cache_control`` marks on blocks, and a tool
 result's ``is_error``. What only Anthropic can take —
 content the canonical form cannot carry (documents, search results, file
 images), server tools, and any other unknown field (``mcp_servers``, …) —
-is kept for an Anthropic deployment and noted in ``anthropic_only``: any
+is kept for an Anthropic deployment and noted in ``origin.only``: any
 other deployment refuses the request with 400 naming the field, since an
 answer that silently ignored it would be wrong.
 """
@@ -38,7 +38,20 @@ from typing import Any
 
 import orjson
 
-from llm_gateway.api.fields import (
+from llm_gateway.errors import InvalidRequest
+from llm_gateway.types import (
+    ChatRequest,
+    ContentPart,
+    ImagePart,
+    Message,
+    Origin,
+    ResponseFormat,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolChoice,
+)
+from llm_gateway.wire.fields import (
     bad_type,
     bad_value,
     missing,
@@ -47,18 +60,6 @@ from llm_gateway.api.fields import (
     opt_int,
     opt_number,
     opt_str,
-)
-from llm_gateway.errors import InvalidRequest
-from llm_gateway.types import (
-    ChatRequest,
-    ContentPart,
-    ImagePart,
-    Message,
-    ResponseFormat,
-    TextPart,
-    Tool,
-    ToolCall,
-    ToolChoice,
 )
 
 _KNOWN_FIELDS = frozenset({
@@ -314,8 +315,7 @@ def decode_messages_request(body: Any) -> ChatRequest:
         tool_choice=tool_choice,
         parallel_tool_calls=parallel,
         response_format=_response_format(body.get("output_config")),
-        cache_basis=body,  # what an Anthropic deployment gets, so all of it changes the answer
-        anthropic_body=body,
-        anthropic_only=only.notes[0] if only.notes else None,
-        uncarried_bytes=only.size,
+        # What an Anthropic deployment gets (so all of it keys the cache).
+        origin=Origin("anthropic.messages", body, only=only.notes[0] if only.notes else None,
+                      uncarried_bytes=only.size),
     )

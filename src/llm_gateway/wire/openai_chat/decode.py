@@ -2,21 +2,13 @@
 
 Errors name the offending field in OpenAI's style (``messages[1].content``)
 so a client sees exactly what to fix. Fields the gateway does not interpret
-are kept in ``extra`` and in ``raw`` for the passthrough path.
+are kept in ``extra`` and the whole body in ``origin`` for the passthrough path.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from llm_gateway.api.fields import bad_type as _bad_type
-from llm_gateway.api.fields import bad_value as _bad_value
-from llm_gateway.api.fields import missing as _missing
-from llm_gateway.api.fields import nonempty_list
-from llm_gateway.api.fields import opt_bool as _opt_bool
-from llm_gateway.api.fields import opt_int as _opt_int
-from llm_gateway.api.fields import opt_number as _opt_number
-from llm_gateway.api.fields import opt_str as _opt_str
 from llm_gateway.errors import InvalidRequest
 from llm_gateway.types import (
     ChatRequest,
@@ -24,6 +16,7 @@ from llm_gateway.types import (
     EmbeddingRequest,
     ImagePart,
     Message,
+    Origin,
     OtherPart,
     ResponseFormat,
     TextPart,
@@ -31,6 +24,14 @@ from llm_gateway.types import (
     ToolCall,
     ToolChoice,
 )
+from llm_gateway.wire.fields import bad_type as _bad_type
+from llm_gateway.wire.fields import bad_value as _bad_value
+from llm_gateway.wire.fields import missing as _missing
+from llm_gateway.wire.fields import nonempty_list
+from llm_gateway.wire.fields import opt_bool as _opt_bool
+from llm_gateway.wire.fields import opt_int as _opt_int
+from llm_gateway.wire.fields import opt_number as _opt_number
+from llm_gateway.wire.fields import opt_str as _opt_str
 
 _KNOWN_CHAT_FIELDS = frozenset({
     "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
@@ -249,7 +250,7 @@ def decode_chat_request(body: Any) -> ChatRequest:
         tool_choice=_tool_choice(body.get("tool_choice")),
         parallel_tool_calls=_opt_bool(body, "parallel_tool_calls"),
         response_format=_response_format(body.get("response_format")),
-        raw=body,
+        origin=Origin("openai.chat", body),
         extra={k: v for k, v in body.items() if k not in _KNOWN_CHAT_FIELDS},
     )
 

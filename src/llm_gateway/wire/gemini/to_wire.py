@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 
 from llm_gateway.errors import InvalidRequest
-from llm_gateway.providers.gemini.tool_ids import signature_of
 from llm_gateway.types import ChatRequest, EmbeddingRequest, ImagePart, Message, OtherPart, TextPart, Tool
+from llm_gateway.wire.gemini.tool_ids import signature_of
 
 # Gemini 3 requires a signature on the first function call of each step; for
 # calls it did not produce (another model's, or a hand-written history)

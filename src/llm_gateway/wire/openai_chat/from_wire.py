@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_gateway.api.openai.encode import decode_usage
 from llm_gateway.errors import UpstreamError
 from llm_gateway.types import (
     ChatResponse,
@@ -19,6 +18,7 @@ from llm_gateway.types import (
     Usage,
     UsageDelta,
 )
+from llm_gateway.wire.openai_chat.encode import decode_usage
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop", "length": "length", "tool_calls": "tool_calls",

@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 
 from llm_gateway.errors import UpstreamError
-from llm_gateway.providers.anthropic.from_wire import finish_reason, stream_error, usage
 from llm_gateway.types import FinishDelta, StreamEvent, TextDelta, ToolCallDelta, UsageDelta
+from llm_gateway.wire.anthropic.from_wire import finish_reason, stream_error, usage
 
 _TEXT = -1  # block kind markers; tool blocks are keyed by their tool index (>= 0)
 _JSON = -2

@@ -11,12 +11,21 @@ from typing import Any
 from llm_gateway.types import ChatRequest, EmbeddingRequest, ImagePart, Message, OtherPart, TextPart
 
 
+def passthrough_body(req: ChatRequest, model: str) -> dict[str, Any]:
+    """The client's own body (any dialect) with ``model`` replaced; never
+    mutates the client's body."""
+    assert req.origin is not None
+    body = dict(req.origin.body)
+    body["model"] = model
+    return body
+
+
 def passthrough_chat_body(req: ChatRequest, model: str, *, force_usage: bool) -> dict[str, Any]:
     """The client's own body with ``model`` replaced (and, for streams, usage
-    requested so the gateway can bill). Never mutates ``req.raw``: a retry on
-    another deployment reuses it."""
-    assert req.raw is not None
-    body = dict(req.raw)
+    requested so the gateway can bill). Never mutates the client's body: a
+    retry on another deployment reuses it."""
+    assert req.origin is not None
+    body = dict(req.origin.body)
     body["model"] = model
     if req.stream and force_usage:
         options = dict(body.get("stream_options") or {})
@@ -68,7 +77,7 @@ def chat_body(req: ChatRequest, model: str) -> dict[str, Any]:
     if req.max_tokens is not None:
         body["max_completion_tokens"] = req.max_tokens
     for key in ("temperature", "top_p", "stop", "seed", "n", "user", "presence_penalty",
-                "frequency_penalty", "parallel_tool_calls"):
+                "frequency_penalty", "parallel_tool_calls", "reasoning_effort"):
         value = getattr(req, key)
         if value is not None:
             body[key] = value

@@ -1,0 +1,1 @@
+"""Anthropic Messages: client decoding and encoding, upstream translation and stream decoding."""

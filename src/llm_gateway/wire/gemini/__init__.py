@@ -1,0 +1,1 @@
+"""Gemini generateContent: upstream translation and stream decoding (no client speaks it here)."""

@@ -1,0 +1,1 @@
+"""OpenAI Chat Completions and Embeddings: client decoding and encoding, upstream translation."""

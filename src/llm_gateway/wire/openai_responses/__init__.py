@@ -1,0 +1,1 @@
+"""OpenAI Responses API: client decoding, response objects and their event streams."""
