@@ -66,8 +66,9 @@ typecheck: $(VENV)/.installed-dev
 
 check: lint typecheck test  ## ruff, mypy --strict, Dockerfile and Compose checks, tests: what CI runs
 
-bench: $(VENV)/.installed-dev  ## direct vs gateway throughput and latency
+bench: $(VENV)/.installed-dev  ## direct vs gateway throughput and latency: chat, then /v1/responses
 	$(BIN)/python bench/run.py
+	BENCH_ENDPOINT=responses $(BIN)/python bench/run.py
 
 bench-production: $(VENV)/.installed-dev  ## lean path vs PostgreSQL + Redis, user keys, billing (one hot user, 200 users)
 	BENCH_PROFILE=production $(BIN)/python bench/run.py

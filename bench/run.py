@@ -24,6 +24,8 @@ Environment:
     BENCH_ENDPOINT=messages  load the gateways through POST /v1/messages (the same question
                              in Anthropic's dialect, translated to the OpenAI-format upstream)
                              instead of /v1/chat/completions; the direct path is unchanged
+    BENCH_ENDPOINT=responses the same through POST /v1/responses (OpenAI's Responses API,
+                             translated to chat completions: the upstream is openai_compatible)
     BENCH_PROFILE=production (or ``make bench-production``) the production profile, below
     BENCH_USERS=200          users of the production profile's many-users load
 
@@ -100,8 +102,8 @@ class Options:
         self.database_url = os.environ.get("BENCH_DATABASE_URL") or None
         self.redis_url = os.environ.get("BENCH_REDIS_URL") or None
         self.endpoint = os.environ.get("BENCH_ENDPOINT", "chat")
-        if self.endpoint not in ("chat", "messages"):
-            raise BenchError(f"BENCH_ENDPOINT must be 'chat' or 'messages', not {self.endpoint!r}")
+        if self.endpoint not in ("chat", "messages", "responses"):
+            raise BenchError(f"BENCH_ENDPOINT must be 'chat', 'messages' or 'responses', not {self.endpoint!r}")
         self.profile = os.environ.get("BENCH_PROFILE", "default")
         if self.profile not in ("default", "production"):
             raise BenchError(f"BENCH_PROFILE must be 'default' or 'production', not {self.profile!r}")
@@ -111,10 +113,11 @@ class Options:
 MASTER_KEY = "gw-bench-master-key-000000000000000000000000000"
 
 
-def base_config(upstream_base: str) -> dict[str, Any]:
+def base_config(upstream_base: str, endpoint: str = "chat") -> dict[str, Any]:
     return {
         "master_key": MASTER_KEY,
-        "providers": [{"name": "fake", "kind": "openai", "api_base": upstream_base, "api_key": "sk-bench"}],
+        "providers": [{"name": "fake", "kind": "openai_compatible" if endpoint == "responses" else "openai",
+                       "api_base": upstream_base, "api_key": "sk-bench"}],
         "models": [{
             "name": "bench-model",
             "deployments": [{"provider": "fake", "model": "gpt-4o-mini"}],
@@ -137,6 +140,9 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+_PATHS = {"chat": "/v1/chat/completions", "messages": "/v1/messages", "responses": "/v1/responses"}
 
 
 def _git_commit() -> str:
@@ -206,7 +212,7 @@ def bench_gateway(name: str, config: dict[str, Any], opts: Options, wrk: str, tm
     argv = [str(GATEWAY), "serve", "--config", str(config_file), "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers)]
     base = f"http://127.0.0.1:{port}"
-    url = f"{base}/v1/{'messages' if opts.endpoint == 'messages' else 'chat/completions'}"
+    url = f"{base}{_PATHS[opts.endpoint]}"
     cpus = ",".join(str(GATEWAY_CPU + i) for i in range(workers))
     child = Child(f"gateway ({name})", argv, cpus, tmp / f"{config_file.stem}.log", tmp, env)
     master_key = str(config.get("master_key") or MASTER_KEY)
@@ -306,12 +312,13 @@ def default_gateways(opts: Options, wrk: str, tmp: Path, upstream: str, body_fil
     shared = {k: v for k, v in (("database_url", opts.database_url), ("redis_url", opts.redis_url)) if v}
     if opts.database_url:
         migrate(opts.database_url, tmp)
-    configs = [("base", base_config(upstream) | shared)]
+    configs = [("base", base_config(upstream, opts.endpoint) | shared)]
     if opts.config_extra is not None:
         extra = yaml.safe_load(opts.config_extra.read_text()) or {}
         if not isinstance(extra, dict):
             raise BenchError(f"{opts.config_extra}: the top level must be a mapping")
-        configs.append((f"extra {opts.config_extra.name}", deep_merge(base_config(upstream) | shared, extra)))
+        base = base_config(upstream, opts.endpoint) | shared
+        configs.append((f"extra {opts.config_extra.name}", deep_merge(base, extra)))
     gateways: list[PathResult] = []
     pairs: list[tuple[PathResult, PathResult]] = []
     for name, config in configs:
@@ -361,15 +368,15 @@ def run(opts: Options) -> None:
     body = (BENCH / "request.json").read_bytes().strip()
     stream_body = body[:-1] + b',"stream":true,"stream_options":{"include_usage":true}}'
     gw_body, gw_stream_body = body, stream_body
-    if opts.endpoint == "messages":
-        gw_body = (BENCH / "request-messages.json").read_bytes().strip()
+    if opts.endpoint != "chat":
+        gw_body = (BENCH / f"request-{opts.endpoint}.json").read_bytes().strip()
         gw_stream_body = gw_body[:-1] + b',"stream":true}'
     meta: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": _git_commit(), "quick": opts.quick,
         "duration_s": opts.duration_s, "concurrency": opts.concurrency, "stream_requests": opts.stream_n,
         "chunk_delay_ms": opts.chunk_delay_ms, "request_bytes": len(body),
         "gateway_cpu": GATEWAY_CPU, "client_cpu": CLIENT_CPU, "workers": opts.workers,
-        "gateway_endpoint": f"/v1/{'messages' if opts.endpoint == 'messages' else 'chat/completions'}",
+        "gateway_endpoint": _PATHS[opts.endpoint],
     }
     with tempfile.TemporaryDirectory(prefix="llm-gateway-bench-") as tmp_name:
         tmp = Path(tmp_name)
