@@ -44,6 +44,7 @@ _BATCH = ("SELECT gw_money_batch($1::text[], $2::text[], $3::bigint[], $4::text[
 _RENEW = "UPDATE reservations SET expires_at = $1 WHERE id = ANY($2::text[])"
 
 MAX_BATCH = 500  # operations per call
+LANES = 2  # connections, each with at most one batch in flight
 
 
 @dataclass(slots=True)
@@ -82,7 +83,7 @@ class _Reservation:
 class PgMoney:
     def __init__(
         self, connect: dict[str, Any], *, ttl_s: float, journal: Journal, journal_after: int = 10_000,
-        retry_s: float = 0.25,
+        retry_s: float = 0.25, lanes: int = LANES,
     ) -> None:
         self._connect_args = connect
         self._ttl = timedelta(seconds=ttl_s)
@@ -90,11 +91,13 @@ class PgMoney:
         self._journal = journal
         self._journal_after = journal_after
         self._retry_s = retry_s
-        self._conn: asyncpg.Connection[Any] | None = None
+        self._lanes = lanes
+        self._conns: list[asyncpg.Connection[Any] | None] = [None] * lanes
         self._reserves: list[_Reservation] = []
         self._settles: list[Settlement] = []
+        self._sending = 0  # settlements in a batch in flight
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._down = False  # the last attempt to reach the database failed
         self.live: dict[str, None] = {}  # open holds of this process, renewed until settled
         self._renewed_at = 0.0
@@ -110,19 +113,20 @@ class PgMoney:
         self._replaying = {s.entry_id for s in self._settles}
         if self._settles:
             log.warning("replaying %d charges from the money journal", len(self._settles))
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run(lane)) for lane in range(self._lanes)]
         if self._settles:
             self._wake.set()
 
     @property
     def owed(self) -> int:
         """Settlements waiting for the database."""
-        return len(self._settles)
+        return len(self._settles) + self._sending
 
     async def reserve(self, hold_id: str, user_id: str, key_id: str | None, amount: int) -> bool:
         """Hold ``amount`` nano-dollars of the user's free balance: True, or
         False when it does not fit. 503 when the database is unreachable."""
-        if self._task is None:
+        if not self._tasks:
             self.start()
         if self._down:
             raise database_unavailable()
@@ -137,7 +141,7 @@ class PgMoney:
     def settle(self, settlement: Settlement) -> asyncio.Future[int]:
         """Queue a settlement; the future gives what was charged (nano-dollars)
         once committed. The charge stays owed until then, whoever waits."""
-        if self._task is None:
+        if not self._tasks:
             self.start()
         self.live.pop(settlement.hold_id, None)
         settlement.done = asyncio.get_running_loop().create_future()
@@ -150,78 +154,85 @@ class PgMoney:
         down), journal the rest, and close."""
         self._closing = True
         self._wake.set()
-        task = self._task
-        if task is not None:
-            # The writer ends by itself once nothing is owed; cancelling is the
-            # fallback (a cancel racing a wake-up can be lost in wait_for).
+        if self._tasks:
+            # The lanes end by themselves once nothing is owed; cancelling is
+            # the fallback (a cancel racing a wake-up can be lost in wait_for).
+            everything = asyncio.gather(*self._tasks, return_exceptions=True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), wait_s)
-            while not task.done():
-                task.cancel()
+                await asyncio.wait_for(asyncio.shield(everything), wait_s)
+            while not everything.done():
+                for task in self._tasks:
+                    task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(task), 1.0)
+                    await asyncio.wait_for(asyncio.shield(everything), 1.0)
         if self._settles:
             self._journal.write([s.record() for s in self._settles])
             self._journal.release_claimed()  # what they held is in the new file
             log.error("%d charges could not reach the database before shutdown; kept in the money journal (%s)",
                       len(self._settles), self._journal.folder)
             self._settles.clear()
-        await self._disconnect()
+        for lane in range(self._lanes):
+            await self._disconnect(lane)
 
-    # ------------------------------------------------------------ writer
+    # ------------------------------------------------------------- lanes
+    # Each lane is a task with a connection of its own. A lane takes whatever
+    # is queued when it is free, so while one batch is in flight the next
+    # one can already be sent on another lane: batches overlap instead of
+    # queueing behind each other (batches touching one user still serialise
+    # on the user's row lock, in the database). At one request at a time
+    # only one lane is busy.
 
-    async def _run(self) -> None:
+    async def _run(self, lane: int) -> None:
         try:
-            await self._loop()
+            await self._loop(lane)
         finally:
-            if self._conn is not None:
-                self._conn.terminate()
-                self._conn = None
+            conn, self._conns[lane] = self._conns[lane], None
+            if conn is not None:
+                conn.terminate()
 
-    async def _loop(self) -> None:
+    async def _loop(self, lane: int) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self._reserves and not self._settles:
                 if self._closing:
                     return
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._renew_every)
-                continue
+                renewal_due = lane == 0 and self.live and loop.time() - self._renewed_at >= self._renew_every
+                if not renewal_due:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._renew_every)
+                    continue
             try:
-                if self._conn is None or self._conn.is_closed():
-                    self._conn = await asyncpg.connect(**self._connect_args)
+                conn = self._conns[lane]
+                if conn is None or conn.is_closed():
+                    conn = self._conns[lane] = await asyncpg.connect(**self._connect_args)
                     if self._down:
-                        log.info("database reachable again; %d charges owed", len(self._settles))
+                        log.info("database reachable again; %d charges owed", self.owed)
                     self._down = False
                 if loop.time() - self._renewed_at >= self._renew_every:
-                    await self._renew()
+                    self._renewed_at = loop.time()
+                    if self.live:
+                        await conn.execute(_RENEW, utcnow() + self._ttl, list(self.live))
                 if self._reserves or self._settles:
-                    await self._batch()
+                    await self._batch(conn)
             except asyncio.CancelledError:
                 raise
             except CONNECTION_ERRORS as exc:
-                self._on_down(exc)
+                self._on_down(lane, exc)
                 await asyncio.sleep(self._retry_s)
             except Exception:
                 log.exception("money batch failed; retrying")
-                await self._disconnect()
+                await self._disconnect(lane)
                 await asyncio.sleep(self._retry_s)
 
-    async def _renew(self) -> None:
-        assert self._conn is not None
-        self._renewed_at = asyncio.get_running_loop().time()
-        if self.live:
-            await self._conn.execute(_RENEW, utcnow() + self._ttl, list(self.live))
-
-    async def _batch(self) -> None:
-        assert self._conn is not None
+    async def _batch(self, conn: Any) -> None:
         reserves, self._reserves = self._reserves[:MAX_BATCH], self._reserves[MAX_BATCH:]
-        settles = self._settles[:MAX_BATCH]
+        settles, self._settles = self._settles[:MAX_BATCH], self._settles[MAX_BATCH:]
+        self._sending += len(settles)
         now = utcnow()
         self.round_trips += 1
         try:
-            out = await self._conn.fetchval(
+            out = await conn.fetchval(
                 _BATCH,
                 [s.hold_id for s in settles], [s.user_id for s in settles], [s.cost for s in settles],
                 [s.entry_id for s in settles], [s.request_id for s in settles], [s.key_id for s in settles],
@@ -229,17 +240,20 @@ class PgMoney:
                 [r.hold_id for r in reserves], [r.user_id for r in reserves], [r.key_id for r in reserves],
                 [r.amount for r in reserves], now + self._ttl, now)
         except BaseException as exc:
-            # Sent but unanswered: it may have committed. Reservations are
-            # refused (one that did commit is released by the sweep, never
-            # renewed); settlements stay owed, marked as maybe done.
+            # Unanswered: it may have committed. Reservations are refused (one
+            # that did commit is released by the sweep, never renewed);
+            # settlements go back to the front of the queue, marked as maybe
+            # done unless the server said the statement failed.
             for r in reserves:  # undecided: refused as the database's (503), never a 500
                 if not r.done.done():
                     r.done.set_exception(database_unavailable())
-            if isinstance(exc, CONNECTION_ERRORS):
+            if not isinstance(exc, asyncpg.PostgresError) or isinstance(exc, CONNECTION_ERRORS):
                 for s in settles:
                     s.retry = True
+            self._settles[:0] = settles
             raise
-        del self._settles[:len(settles)]
+        finally:
+            self._sending -= len(settles)
         if self._replaying:
             self._replaying.difference_update(s.entry_id for s in settles)
             if not self._replaying:
@@ -252,10 +266,10 @@ class PgMoney:
             if not r.done.done():
                 r.done.set_result(taken == 1)
 
-    def _on_down(self, exc: BaseException) -> None:
+    def _on_down(self, lane: int, exc: BaseException) -> None:
         if not self._down:
             log.error("database unreachable (%s): refusing requests that need a reservation; %d charges owed, "
-                      "kept and retried", type(exc).__name__, len(self._settles))
+                      "kept and retried", type(exc).__name__, self.owed)
         self._down = True
         for r in self._reserves:
             if not r.done.done():
@@ -268,12 +282,12 @@ class PgMoney:
             del self._settles[:len(spill)]
             log.error("%d charges moved to the money journal (%s) while the database is down", len(spill),
                       self._journal.folder)
-        if self._conn is not None:
-            self._conn.terminate()
-            self._conn = None
+        conn, self._conns[lane] = self._conns[lane], None
+        if conn is not None:
+            conn.terminate()
 
-    async def _disconnect(self) -> None:
-        conn, self._conn = self._conn, None
+    async def _disconnect(self, lane: int) -> None:
+        conn, self._conns[lane] = self._conns[lane], None
         if conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 1.0)
