@@ -38,9 +38,11 @@ async def _one(session: aiohttp.ClientSession, url: str, body: bytes, headers: d
                 continue
             if first is None:
                 first = time.perf_counter()
-            if line.strip() == b"data: [DONE]" or line.startswith(b'data: {"type":"message_stop"'):
-                done = True  # the end of an OpenAI or of an Anthropic stream
-            elif b'"error"' in line:
+            if line.strip() == b"data: [DONE]" or line.startswith(
+                    (b'data: {"type":"message_stop"', b'data: {"type":"response.completed"')):
+                done = True  # the end of an OpenAI chat, Anthropic or OpenAI responses stream
+            elif line.startswith((b'data: {"type":"error"', b'data: {"type":"response.failed"')) or (
+                    b'"error":{' in line and b'"type":"response.' not in line):
                 raise BenchError(f"stream from {url} carried an error event: {line[:2000]!r}")
     end = time.perf_counter()
     if first is None or not done:

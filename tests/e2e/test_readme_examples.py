@@ -28,7 +28,7 @@ def test_readme_examples_run(tmp_path: Path) -> None:
     walk_through = _blocks("bash", "export MASTER=")
     rate_limits = _blocks("bash", "$USER_ID")
     snippets = _blocks("python", "os.environ")
-    assert len(walk_through) == 1 and len(rate_limits) == 2 and len(snippets) == 2
+    assert len(walk_through) == 1 and len(rate_limits) == 2 and len(snippets) == 3
     rate_limits.remove(walk_through[0])
 
     with running_stack(tmp_path, f"sqlite+aiosqlite:///{tmp_path}/readme.db") as stack:
