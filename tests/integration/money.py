@@ -1,12 +1,18 @@
-"""Reading the money tables straight from the database, for tests."""
+"""Reading the money tables straight from the database, and the set-up the
+money tests share."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
+import httpx
 from sqlalchemy import text
 
 from llm_gateway.billing.ledger import Ledger
@@ -74,3 +80,39 @@ def credit(database_url: str, user_id: str, amount: str) -> None:
             await db.aclose()
 
     asyncio.run(run())
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """A fake upstream app served on a free port; yields its URL."""
+    from tests.fakes.server import serve_in_thread
+
+    server = serve_in_thread(app)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def billing_config(upstream: str, database_url: str, folder: Path, **billing: Any) -> dict[str, Any]:
+    """The test gateway's config on the fake OpenAI ``upstream``, with a
+    ``billing`` section (the money journal in ``folder``)."""
+    from tests.conftest import gateway_config
+
+    config = gateway_config({"openai": upstream}, database_url)
+    config["billing"] = {"journal_dir": str(folder / "journal"), **billing}
+    return config
+
+
+def user_with_key(base: str, database_url: str | None = None, amount: str = "1000") -> tuple[str, str]:
+    """A new user and API key, made through the admin API, funded with
+    ``amount`` when ``database_url`` is given."""
+    from tests.conftest import AUTH
+
+    user = httpx.post(f"{base}/admin/users", json={"email": f"m{time.time_ns()}@example.com"}, headers=AUTH)
+    assert user.status_code == 201, user.text
+    key = httpx.post(f"{base}/admin/users/{user.json()['id']}/keys", json={"name": "m"}, headers=AUTH)
+    assert key.status_code == 201, key.text
+    if database_url is not None:
+        credit(database_url, user.json()["id"], amount)
+    return user.json()["id"], key.json()["key"]

@@ -16,10 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import AUTH, gateway_config
 from tests.fakes import openai_server
-from tests.fakes.server import serve_in_thread
-from tests.integration.money import books, credit, settled
+from tests.integration.money import billing_config, books, serving, settled, user_with_key
 from tests.integration.pg_server import own_postgres
 from tests.integration.processes import gateway_process
 
@@ -32,26 +30,14 @@ FAKE = openai_server.create_app()
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    server = serve_in_thread(FAKE)
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    with serving(FAKE) as url:
+        yield url
 
 
 def _config(upstream: str, database_url: str, folder: Path) -> dict[str, Any]:
-    config = gateway_config({"openai": upstream}, database_url)
-    config["billing"] = {"reservation_ttl_s": TTL_S, "settle_wait_s": 0.5, "journal_dir": str(folder / "journal")}
+    config = billing_config(upstream, database_url, folder, reservation_ttl_s=TTL_S, settle_wait_s=0.5)
     config["usage_flush_interval_s"] = 0.1
     return config
-
-
-def _user(base: str) -> tuple[str, str]:
-    user = httpx.post(f"{base}/admin/users", json={"email": f"o{time.time_ns()}@example.com"}, headers=AUTH)
-    assert user.status_code == 201, user.text
-    key = httpx.post(f"{base}/admin/users/{user.json()['id']}/keys", json={"name": "o"}, headers=AUTH)
-    assert key.status_code == 201, key.text
-    return user.json()["id"], key.json()["key"]
 
 
 def _wait_for(condition: Any, timeout_s: float = 30) -> None:
@@ -84,8 +70,7 @@ def test_postgres_stopped_under_load_loses_no_charge_and_answers_no_500(
 ) -> None:
     with own_postgres() as pg, gateway_process(_config(upstream, pg.url, tmp_path), tmp_path, "a") as a, \
             gateway_process(_config(upstream, pg.url, tmp_path), tmp_path, "b") as b:
-        user_id, key = _user(a)
-        credit(pg.url, user_id, "1000")
+        user_id, key = user_with_key(a, pg.url)
         stop = threading.Event()
         results: list[httpx.Response | str] = []
         loader = threading.Thread(target=_load, args=([a, b], key, stop, results, 20))
@@ -129,8 +114,7 @@ def test_charges_owed_at_shutdown_are_journalled_and_replayed(upstream: str, tmp
     with own_postgres() as pg:
         config = _config(upstream, pg.url, tmp_path)
         with gateway_process(config, tmp_path, "first") as first:
-            user_id, key = _user(first)
-            credit(pg.url, user_id, "10")
+            user_id, key = user_with_key(first, pg.url, "10")
             # Requests in flight when the database goes: answered, their charges owed.
             slow = {**BODY, "messages": [{"role": "user", "content": "fake-delay:3000"}]}
             answers: list[httpx.Response] = []

@@ -21,11 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import AUTH, gateway_config
 from tests.databases import database
 from tests.fakes import openai_server
-from tests.fakes.server import serve_in_thread
-from tests.integration.money import Books, books, credit
+from tests.integration.money import Books, billing_config, books, serving, user_with_key
 from tests.integration.processes import gateway_process
 
 TTL_S = 4
@@ -36,24 +34,12 @@ FAKE = openai_server.create_app()
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    server = serve_in_thread(FAKE)
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    with serving(FAKE) as url:
+        yield url
 
 
 def _config(upstream: str, url: str, folder: Path) -> dict[str, Any]:
-    config = gateway_config({"openai": upstream}, url)
-    config["billing"] = {"reservation_ttl_s": TTL_S, "journal_dir": str(folder / "journal")}
-    return config
-
-
-def _user(base: str, database_url: str) -> tuple[str, str]:
-    user = httpx.post(f"{base}/admin/users", json={"email": f"k{time.time_ns()}@example.com"}, headers=AUTH)
-    key = httpx.post(f"{base}/admin/users/{user.json()['id']}/keys", json={"name": "k"}, headers=AUTH)
-    credit(database_url, user.json()["id"], "1000")
-    return user.json()["id"], key.json()["key"]
+    return billing_config(upstream, url, folder, reservation_ttl_s=TTL_S)
 
 
 class Load:
@@ -115,7 +101,7 @@ def test_sigkill_of_one_gateway_under_load(kind: str, upstream: str, tmp_path: P
     with database(kind, tmp_path) as url, \
             gateway_process(_config(upstream, url, tmp_path), tmp_path, "a", started=procs) as a, \
             gateway_process(_config(upstream, url, tmp_path), tmp_path, "b", started=procs) as b:
-        user_id, key = _user(a, url)
+        user_id, key = user_with_key(a, url)
         calls_before = len(FAKE.state.requests)
         load = Load([a, b], key, 16)
         try:
@@ -145,7 +131,7 @@ def test_sigkill_of_the_whole_instance_then_restart(upstream: str, tmp_path: Pat
         config = _config(upstream, url, tmp_path)
         with gateway_process(config, tmp_path, "a", started=procs) as a, \
                 gateway_process(config, tmp_path, "b", started=procs) as b:
-            user_id, key = _user(a, url)
+            user_id, key = user_with_key(a, url)
             load = Load([a, b], key, 16)
             try:
                 load.wait_for_answers(60)
@@ -165,7 +151,7 @@ def test_sigterm_under_load_loses_nothing(upstream: str, tmp_path: Path) -> None
     procs: list[subprocess.Popen[bytes]] = []
     with database("postgresql", tmp_path) as url, \
             gateway_process(_config(upstream, url, tmp_path), tmp_path, "a", started=procs) as a:
-        user_id, key = _user(a, url)
+        user_id, key = user_with_key(a, url)
         load = Load([a], key, 12)
         try:
             load.wait_for_answers(40)
