@@ -106,6 +106,8 @@ def test_a_deployment_down_hard_stops_getting_traffic_within_a_second(
     stack: FaultyStack, http: httpx.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     done: list[tuple[float, int]] = []  # (when, status) of each request
+    for name in ("d1", "d2"):  # answers take 60 ms: the load lasts ~2 s, however fast the gateway
+        stack.plan(name, latency_s=0.06)
 
     def one(_: int) -> None:
         resp = _chat(http, stack, "one-down")
