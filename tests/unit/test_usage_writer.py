@@ -60,6 +60,10 @@ class FlakyDatabase:
         self.fail_at = fail_at
         self.calls = 0
 
+    @property
+    def dialect(self) -> str:  # the writer picks COPY (PostgreSQL) or INSERT by it
+        return self.db.dialect
+
     def session(self) -> Any:
         self.calls += 1
         if self.failures > 0 or self.calls == self.fail_at:
