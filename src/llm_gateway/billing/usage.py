@@ -13,16 +13,17 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
-from sqlalchemy import insert
+from sqlalchemy import text
 from sqlalchemy.exc import DataError, IntegrityError
 
+from llm_gateway.billing.sqlite_money import sqlite_time
 from llm_gateway.db.engine import Database
-from llm_gateway.db.models import UsageRecord
 from llm_gateway.db.types import NANOS_PER_USD, utcnow
 from llm_gateway.ids import new_id
 
@@ -33,6 +34,8 @@ _BAD_ROWS = (DataError, IntegrityError, asyncpg.DataError, asyncpg.IntegrityCons
 _COLUMNS = ("id", "request_id", "user_id", "key_id", "model", "deployment", "endpoint", "status", "stream", "cache",
             "input_tokens", "cached_input_tokens", "output_tokens", "cost_usd", "latency_ms", "ttft_ms",
             "created_at")
+_CHUNK = 128  # rows per statement
+_INSERT = text(f"INSERT INTO usage_records ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + c for c in _COLUMNS)})")
 
 
 def to_nanos(amount: Decimal) -> int:
@@ -105,7 +108,9 @@ class UsageWriter:
         write fails, so none is lost to a database hiccup."""
         async with self._lock:
             while self._pending:
-                batch = [self._pending.popleft() for _ in range(min(self._batch, len(self._pending)))]
+                # Small writes, one after another: each holds the event loop (and
+                # on SQLite the GIL, from the driver's thread) only briefly.
+                batch = [self._pending.popleft() for _ in range(min(self._batch, _CHUNK, len(self._pending)))]
                 try:
                     await self._write(batch)
                 except _BAD_ROWS:
@@ -131,9 +136,22 @@ class UsageWriter:
             await pg.copy_records_to_table("usage_records", records=rows, columns=_COLUMNS)
 
     async def _insert(self, batch: list[UsageEvent]) -> None:
+        """Plain values through one prepared INSERT: SQLAlchemy's per-row type
+        processing and ``asdict`` held the event loop ~8 ms per 225 rows, the
+        periodic stall in the p99 of requests at one connection."""
+        rows = [{"id": e.id, "request_id": e.request_id, "user_id": e.user_id, "key_id": e.key_id, "model": e.model,
+                 "deployment": e.deployment, "endpoint": e.endpoint, "status": e.status, "stream": e.stream,
+                 "cache": e.cache, "input_tokens": e.input_tokens, "cached_input_tokens": e.cached_input_tokens,
+                 "output_tokens": e.output_tokens, "cost_usd": to_nanos(e.cost_usd), "latency_ms": float(e.latency_ms),
+                 "ttft_ms": None if e.ttft_ms is None else float(e.ttft_ms), "created_at": self._time(e.created_at)}
+                for e in batch]
         async with self._db.session() as session:
-            await session.execute(insert(UsageRecord), [asdict(e) for e in batch])
+            await session.execute(_INSERT, rows)
             await session.commit()
+
+    def _time(self, value: datetime) -> Any:
+        # As the UTCDateTime column type stores it: naive UTC text on SQLite.
+        return sqlite_time(value) if self._db.dialect == "sqlite" else value
 
     async def _write_one_by_one(self, batch: list[UsageEvent]) -> None:
         for event in batch:
