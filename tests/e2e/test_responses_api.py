@@ -182,3 +182,12 @@ def test_a_failure_mid_stream_is_an_error_then_response_failed(stack: Stack) -> 
     events = _events(stack, {"model": "mock", "input": "mock-error:midstream please"})
     assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
     assert events[-1]["response"]["status"] == "failed"
+
+
+def test_reasoning_effort_becomes_gemini_thinking_budget(stack: Stack, client: openai.OpenAI) -> None:
+    """``reasoning.effort`` where the provider has it: Gemini's thinking
+    budget, sized by the effort (Anthropic's extended thinking: unit tests)."""
+    made = client.responses.create(model="gemini-test", input="Think first.", reasoning={"effort": "high"})
+    assert made.status == "completed"
+    sent = stack.fakes["gemini"].state.requests[-1]
+    assert sent["body"]["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 24576}

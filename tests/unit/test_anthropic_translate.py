@@ -355,3 +355,19 @@ def test_request_is_not_mutated() -> None:
     body(req)
     body(req)
     assert req == before
+
+
+@pytest.mark.parametrize(("effort", "max_tokens", "extra", "thinking"), [
+    ("medium", 8000, {}, {"type": "enabled", "budget_tokens": 4096}),
+    ("high", 5000, {}, {"type": "enabled", "budget_tokens": 4999}),  # kept below max_tokens
+    ("low", 900, {}, None),  # below Anthropic's minimum budget: no thinking
+    ("minimal", 8000, {}, None),
+    ("medium", 8000, {"temperature": 0.2}, None),  # no sampling change with thinking: the effort gives way
+    ("medium", 8000, {"tools": [WEATHER], "tool_choice": ToolChoice("named", "get_weather")}, None),
+])
+def test_a_reasoning_effort_is_an_extended_thinking_budget(
+    effort: str, max_tokens: int, extra: dict[str, Any], thinking: dict[str, Any] | None
+) -> None:
+    req = ChatRequest("claude-sonnet-4-5", [user("Think first.")], max_tokens=max_tokens, reasoning_effort=effort,
+                      **extra)
+    assert body(req).get("thinking") == thinking

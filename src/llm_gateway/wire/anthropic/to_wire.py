@@ -14,6 +14,12 @@ What changes on the way:
   (``JSON_TOOL``) whose input schema is the wanted schema; the decoders turn
   its input back into text content.
 - ``parallel_tool_calls: false`` becomes ``disable_parallel_tool_use``.
+- A reasoning effort (``reasoning.effort`` of the Responses API) turns on
+  extended thinking with a budget of ``THINKING_BUDGETS[effort]`` tokens,
+  kept below ``max_tokens`` (Anthropic wants at least 1024, and fewer than
+  ``max_tokens``). Not when the request fixes ``temperature``/``top_p``
+  (Anthropic allows no sampling change with thinking) or forces a tool
+  (``response_format`` emulation included): the effort is then ignored.
 
 Refused with 400, because Anthropic cannot do them: ``n`` > 1, ``temperature``
 > 1, content parts other than text and images, ``response_format`` together
@@ -33,6 +39,9 @@ from llm_gateway.errors import InvalidRequest
 from llm_gateway.types import ChatRequest, ContentPart, ImagePart, Message, OtherPart, TextPart, ToolCall
 
 JSON_TOOL = "json_response"
+# Thinking budgets (tokens) for OpenAI's reasoning efforts; "minimal" and "none" think not.
+THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
+MIN_THINKING_BUDGET = 1024
 
 
 @dataclass(slots=True, frozen=True)
@@ -232,6 +241,19 @@ def messages_body(req: ChatRequest, model: str, default_max_tokens: int) -> Wire
         choice = _tool_choice(req)
         if choice is not None:
             body["tool_choice"] = choice
+    thinking = _thinking(req, body)
+    if thinking is not None:
+        body["thinking"] = thinking
     if req.stream:
         body["stream"] = True
     return WireRequest(body, json_tool)
+
+
+def _thinking(req: ChatRequest, body: dict[str, Any]) -> dict[str, Any] | None:
+    budget = THINKING_BUDGETS.get(req.reasoning_effort or "")
+    if budget is None or req.temperature not in (None, 1) or req.top_p is not None:
+        return None
+    if body.get("tool_choice", {}).get("type") in ("tool", "any"):
+        return None
+    budget = min(budget, int(body["max_tokens"]) - 1)
+    return {"type": "enabled", "budget_tokens": budget} if budget >= MIN_THINKING_BUDGET else None

@@ -175,6 +175,11 @@ def _contents(req: ChatRequest, images: Mapping[str, InlineImage]) -> tuple[list
     return system, contents
 
 
+# Thinking budgets (tokens) for OpenAI's reasoning efforts; "minimal" and "none"
+# leave the model's own default (2.5 Pro cannot turn thinking off).
+THINKING_BUDGETS = {"low": 1024, "medium": 8192, "high": 24576}
+
+
 def _generation_config(req: ChatRequest) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for key, wire in (
@@ -185,6 +190,9 @@ def _generation_config(req: ChatRequest) -> dict[str, Any]:
         value = getattr(req, key)
         if value is not None:
             config[wire] = value
+    budget = THINKING_BUDGETS.get(req.reasoning_effort or "")
+    if budget is not None:  # OpenAI's reasoning effort, as a thinking budget
+        config["thinkingConfig"] = {"thinkingBudget": budget}
     rf = req.response_format
     if rf is not None and rf.type != "text":
         config["responseMimeType"] = "application/json"
