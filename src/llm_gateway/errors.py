@@ -170,6 +170,15 @@ class ServiceUnavailable(GatewayError):
     default_code = "service_unavailable"
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """The gateway's database cannot be reached (refused before any upstream call)."""
+
+    default_code = "database_unavailable"
+
+    def __init__(self, message: str = "The gateway cannot reach its database. Try again shortly.") -> None:
+        super().__init__(message, retry_after=1)
+
+
 class UpstreamTimeout(GatewayError):
     status = 504
     type = "timeout_error"

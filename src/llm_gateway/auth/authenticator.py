@@ -31,7 +31,7 @@ from llm_gateway.db import users as user_repo
 from llm_gateway.db.engine import Database
 from llm_gateway.db.models import ApiKey, User
 from llm_gateway.db.types import utcnow
-from llm_gateway.errors import AuthenticationFailed, GatewayError
+from llm_gateway.errors import AuthenticationFailed, DatabaseUnavailable
 
 log = logging.getLogger("llm_gateway.auth")
 
@@ -77,15 +77,6 @@ class ExternalVerifier(Protocol):
     async def verify(self, token: str) -> dict[str, Any]: ...
 
     async def principal(self, claims: dict[str, Any], db: Database) -> Principal: ...
-
-
-class DatabaseUnavailable(GatewayError):
-    status = 503
-    type = "service_unavailable"
-    default_code = "database_unavailable"
-
-    def __init__(self, message: str = "The gateway cannot reach its database. Try again shortly.") -> None:
-        super().__init__(message, retry_after=1)
 
 
 def user_principal(user: User, key: ApiKey | None = None, shared: Sequence[key_repo.Budget] = ()) -> Principal:

@@ -36,12 +36,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from llm_gateway.accounts import storable, valid_email
-from llm_gateway.auth.authenticator import DatabaseUnavailable, user_principal
+from llm_gateway.auth.authenticator import user_principal
 from llm_gateway.auth.principal import Principal
 from llm_gateway.db import users as user_repo
 from llm_gateway.db.engine import Database
 from llm_gateway.db.models import User
-from llm_gateway.errors import AuthenticationFailed, Conflict, GatewayError
+from llm_gateway.errors import AuthenticationFailed, Conflict, DatabaseUnavailable, GatewayError
 from llm_gateway.settings import ExternalAuth
 
 log = logging.getLogger("llm_gateway.auth")

@@ -186,8 +186,6 @@ class Ledger:
             return hold
         try:
             await self._reserve_budgeted(params, len(kids), bool(shared_budgets))
-        except InsufficientQuota:
-            raise
         except Exception as exc:
             if is_unreachable(exc):
                 raise database_unavailable() from None

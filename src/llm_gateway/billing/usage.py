@@ -22,9 +22,10 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, IntegrityError
 
+from llm_gateway.billing.ledger import to_nanos
 from llm_gateway.billing.sqlite_money import sqlite_time
 from llm_gateway.db.engine import Database
-from llm_gateway.db.types import NANOS_PER_USD, utcnow
+from llm_gateway.db.types import utcnow
 from llm_gateway.ids import new_id
 
 log = logging.getLogger("llm_gateway.usage")
@@ -36,10 +37,6 @@ _COLUMNS = ("id", "request_id", "user_id", "key_id", "model", "deployment", "end
             "created_at")
 _CHUNK = 128  # rows per statement
 _INSERT = text(f"INSERT INTO usage_records ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + c for c in _COLUMNS)})")
-
-
-def to_nanos(amount: Decimal) -> int:
-    return int((amount * NANOS_PER_USD).to_integral_value())
 
 
 @dataclass(slots=True)

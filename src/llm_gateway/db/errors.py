@@ -8,28 +8,24 @@ import os
 import asyncpg
 from sqlalchemy import exc as sa
 
-from llm_gateway.errors import ServiceUnavailable
+from llm_gateway.errors import DatabaseUnavailable
 
 # The connection (not the statement) failed: the database is down, restarting
 # or unreachable. A server's error about the statement itself is not one.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.InterfaceError,
+_ASYNCPG_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError, asyncpg.InterfaceError,
     # The protocol out of step, e.g. after the server's shutdown notice arrived on an idle connection.
     asyncpg.exceptions.InternalClientError,
 )
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, *_ASYNCPG_CONNECTION_ERRORS)
 
 
-def database_unavailable() -> ServiceUnavailable:
-    return ServiceUnavailable(
-        "The gateway's database is unreachable; nothing was sent upstream. Try again shortly.",
-        code="database_unavailable", retry_after=1)
+def database_unavailable() -> DatabaseUnavailable:
+    return DatabaseUnavailable("The gateway's database is unreachable; nothing was sent upstream. Try again shortly.")
 
 
 _DRIVERS = (f"{os.sep}asyncpg{os.sep}", f"{os.sep}sqlalchemy{os.sep}", f"{os.sep}aiosqlite{os.sep}")
-_DB_ERRORS = (sa.TimeoutError, sa.OperationalError, sa.InterfaceError, asyncpg.PostgresConnectionError,
-              asyncpg.exceptions.OperatorInterventionError, asyncpg.InterfaceError,
-              asyncpg.exceptions.InternalClientError)
+_DB_ERRORS = (sa.TimeoutError, sa.OperationalError, sa.InterfaceError, *_ASYNCPG_CONNECTION_ERRORS)
 
 
 def _raised_by_driver(exc: BaseException) -> bool:

@@ -71,6 +71,23 @@ def opt_str(body: dict[str, Any], key: str, param: str | None = None) -> str | N
     return v
 
 
+def req_object(value: Any, param: str) -> dict[str, Any]:
+    """A JSON object, else 400 naming ``param``."""
+    if not isinstance(value, dict):
+        bad_type(param, "an object")
+    return value
+
+
+def req_str(obj: dict[str, Any], key: str, param: str) -> str:
+    """The required string ``obj[key]``, else 400 naming ``param.key``."""
+    value = obj.get(key)
+    if value is None:
+        missing(f"{param}.{key}")
+    if not isinstance(value, str):
+        bad_type(f"{param}.{key}", "a string")
+    return value
+
+
 def nonempty_list(value: Any, param: str) -> list[Any]:
     """A required, non-empty JSON array."""
     if value is None:

@@ -60,6 +60,8 @@ from llm_gateway.wire.fields import (
     opt_int,
     opt_number,
     opt_str,
+    req_object,
+    req_str,
 )
 
 _KNOWN_FIELDS = frozenset({
@@ -95,29 +97,14 @@ def _unsupported(message: str, param: str) -> InvalidRequest:
     return InvalidRequest(message, code="unsupported_value", param=param)
 
 
-def _object(value: Any, param: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        bad_type(param, "an object")
-    return value
-
-
-def _string(block: dict[str, Any], key: str, param: str) -> str:
-    value = block.get(key)
-    if value is None:
-        missing(f"{param}.{key}")
-    if not isinstance(value, str):
-        bad_type(f"{param}.{key}", "a string")
-    return value
-
-
 def _image(block: dict[str, Any], param: str, only: _Only) -> ImagePart | None:
-    source = _object(block.get("source"), f"{param}.source")
+    source = req_object(block.get("source"), f"{param}.source")
     kind = source.get("type")
     if kind == "base64":
-        media_type = _string(source, "media_type", f"{param}.source")
-        return ImagePart(f"data:{media_type};base64,{_string(source, 'data', f'{param}.source')}")
+        media_type = req_str(source, "media_type", f"{param}.source")
+        return ImagePart(f"data:{media_type};base64,{req_str(source, 'data', f'{param}.source')}")
     if kind == "url":
-        return ImagePart(_string(source, "url", f"{param}.source"))
+        return ImagePart(req_str(source, "url", f"{param}.source"))
     only.add(f"{param}.source.type", f"Image sources of type {kind!r} are not supported here.", block)
     return None
 
@@ -141,7 +128,7 @@ def _part(block: dict[str, Any], param: str, only: _Only) -> ContentPart | None:
     (documents, search results, …), noted in ``only``."""
     kind = block["type"]
     if kind == "text":
-        return TextPart(_string(block, "text", param))
+        return TextPart(req_str(block, "text", param))
     if kind == "image":
         return _image(block, param, only)
     only.add(f"{param}.type", f"Content blocks of type {kind!r} are not supported here.", block)
@@ -153,7 +140,7 @@ def _parts(blocks: list[dict[str, Any]], param: str, only: _Only) -> list[Conten
 
 
 def _tool_result(block: dict[str, Any], param: str, only: _Only) -> Message:
-    call_id = _string(block, "tool_use_id", param)
+    call_id = req_str(block, "tool_use_id", param)
     content = block.get("content")
     parts = [] if content is None else _parts(_blocks(content, f"{param}.content"), f"{param}.content", only)
     return Message("tool", parts, tool_call_id=call_id)
@@ -163,7 +150,7 @@ def _tool_use(block: dict[str, Any], param: str) -> ToolCall:
     arguments = block.get("input", {})
     if not isinstance(arguments, dict):
         bad_type(f"{param}.input", "an object")
-    return ToolCall(_string(block, "id", param), _string(block, "name", param), orjson.dumps(arguments).decode())
+    return ToolCall(req_str(block, "id", param), req_str(block, "name", param), orjson.dumps(arguments).decode())
 
 
 def _turn(role: str, content: Any, param: str, only: _Only) -> list[Message]:
@@ -200,7 +187,7 @@ def _messages(value: Any, system: Any, only: _Only) -> list[Message]:
         out.append(Message("system", _parts(blocks, "system", only)))
     for i, msg in enumerate(value):
         p = f"messages[{i}]"
-        msg = _object(msg, p)
+        msg = req_object(msg, p)
         role = msg.get("role")
         if role is None:
             missing(f"{p}.role")
@@ -220,11 +207,11 @@ def _tools(value: Any, only: _Only) -> list[Tool] | None:
     tools: list[Tool] = []
     for i, t in enumerate(value):
         p = f"tools[{i}]"
-        t = _object(t, p)
+        t = req_object(t, p)
         if t.get("type", "custom") != "custom":
             only.add(f"{p}.type", "Only custom tools (name, description, input_schema) are supported here.", t)
             continue
-        name = _string(t, "name", p)
+        name = req_str(t, "name", p)
         schema = t.get("input_schema")
         if schema is None:
             missing(f"{p}.input_schema")
@@ -238,7 +225,7 @@ def _tool_choice(value: Any) -> tuple[ToolChoice | None, bool | None]:
     """The choice, and ``parallel_tool_calls`` (``False`` when disabled)."""
     if value is None:
         return None, None
-    value = _object(value, "tool_choice")
+    value = req_object(value, "tool_choice")
     kind = value.get("type")
     parallel = False if opt_bool(value, "disable_parallel_tool_use") else None
     if kind == "auto":
@@ -248,17 +235,17 @@ def _tool_choice(value: Any) -> tuple[ToolChoice | None, bool | None]:
     if kind == "none":
         return ToolChoice("none"), parallel
     if kind == "tool":
-        return ToolChoice("named", _string(value, "name", "tool_choice")), parallel
+        return ToolChoice("named", req_str(value, "name", "tool_choice")), parallel
     bad_value("tool_choice.type", "must be 'auto', 'any', 'tool' or 'none'.")
 
 
 def _response_format(value: Any) -> ResponseFormat | None:
     if value is None:
         return None
-    fmt = _object(value, "output_config").get("format")
+    fmt = req_object(value, "output_config").get("format")
     if fmt is None:
         return None
-    fmt = _object(fmt, "output_config.format")
+    fmt = req_object(fmt, "output_config.format")
     if fmt.get("type") != "json_schema":
         bad_value("output_config.format.type", "must be 'json_schema'.")
     schema = fmt.get("schema")
@@ -292,7 +279,7 @@ def decode_messages_request(body: Any) -> ChatRequest:
         bad_type("model", "a non-empty string")
     user = None
     if body.get("metadata") is not None:
-        user = opt_str(_object(body["metadata"], "metadata"), "user_id", "metadata.user_id")
+        user = opt_str(req_object(body["metadata"], "metadata"), "user_id", "metadata.user_id")
     tool_choice, parallel = _tool_choice(body.get("tool_choice"))
     tools = _tools(body.get("tools"), only)
     # Numbers only Anthropic reads are bounded all the same.

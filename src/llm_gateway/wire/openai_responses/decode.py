@@ -47,7 +47,17 @@ from llm_gateway.types import (
     ToolCall,
     ToolChoice,
 )
-from llm_gateway.wire.fields import bad_type, bad_value, missing, opt_bool, opt_int, opt_number, opt_str
+from llm_gateway.wire.fields import (
+    bad_type,
+    bad_value,
+    missing,
+    opt_bool,
+    opt_int,
+    opt_number,
+    opt_str,
+    req_object,
+    req_str,
+)
 
 _KNOWN_FIELDS = frozenset({
     "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "text", "max_output_tokens",
@@ -81,28 +91,13 @@ class ResponsesRequest:
     only: list[tuple[str, str]]
 
 
-def _object(value: Any, param: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        bad_type(param, "an object")
-    return value
-
-
-def _string(obj: dict[str, Any], key: str, param: str) -> str:
-    value = obj.get(key)
-    if value is None:
-        missing(f"{param}.{key}")
-    if not isinstance(value, str):
-        bad_type(f"{param}.{key}", "a string")
-    return value
-
-
 def _check_part(part: Any, param: str, only: list[tuple[str, str]]) -> None:
-    part = _object(part, param)
+    part = req_object(part, param)
     kind = part.get("type")
     if kind in ("input_text", "output_text"):
-        _string(part, "text", param)
+        req_str(part, "text", param)
     elif kind == "refusal":
-        _string(part, "refusal", param)
+        req_str(part, "refusal", param)
     elif kind == "input_image":
         if part.get("image_url") is None and part.get("file_id") is None:
             missing(f"{param}.image_url")
@@ -120,7 +115,7 @@ def _check_part(part: Any, param: str, only: list[tuple[str, str]]) -> None:
 
 
 def _check_item(item: Any, param: str, only: list[tuple[str, str]]) -> dict[str, Any]:
-    item = _object(item, param)
+    item = req_object(item, param)
     kind = item.get("type", "message" if "role" in item else None)
     if kind == "message":
         role = item.get("role")
@@ -137,10 +132,10 @@ def _check_item(item: Any, param: str, only: list[tuple[str, str]]) -> dict[str,
         return dict(item) if "type" in item else {"type": "message", **item}
     if kind == "function_call":
         for key in ("call_id", "name", "arguments"):
-            _string(item, key, param)
+            req_str(item, key, param)
         return dict(item)
     if kind == "function_call_output":
-        _string(item, "call_id", param)
+        req_str(item, "call_id", param)
         output = item.get("output")
         if isinstance(output, list):
             for j, part in enumerate(output):
@@ -173,10 +168,10 @@ def _check_tools(value: Any, only: list[tuple[str, str]]) -> None:
         bad_type("tools", "an array")
     for i, tool in enumerate(value):
         p = f"tools[{i}]"
-        tool = _object(tool, p)
+        tool = req_object(tool, p)
         kind = tool.get("type")
         if kind == "function":
-            _string(tool, "name", p)
+            req_str(tool, "name", p)
             params = tool.get("parameters")
             if params is not None and not isinstance(params, dict):
                 bad_type(f"{p}.parameters", "an object")
@@ -191,7 +186,7 @@ def _check_tools(value: Any, only: list[tuple[str, str]]) -> None:
 def _check_metadata(value: Any) -> None:
     if value is None:
         return
-    value = _object(value, "metadata")
+    value = req_object(value, "metadata")
     if len(value) > MAX_METADATA_KEYS:
         bad_value("metadata", f"at most {MAX_METADATA_KEYS} keys.")
     for key, v in value.items():
@@ -252,9 +247,9 @@ def _tool_choice(value: Any, only: list[tuple[str, str]] | None = None) -> ToolC
         if value not in ("auto", "none", "required"):
             bad_value("tool_choice", "must be 'auto', 'none', 'required' or an object.")
         return ToolChoice(value)  # type: ignore[arg-type]
-    value = _object(value, "tool_choice")
+    value = req_object(value, "tool_choice")
     if value.get("type") == "function":
-        return ToolChoice("named", _string(value, "name", "tool_choice"))
+        return ToolChoice("named", req_str(value, "name", "tool_choice"))
     if only is not None:
         only.append(("tool_choice.type", f"A tool_choice of type {str(value.get('type'))[:40]!r} is OpenAI's own."))
     return None
@@ -263,15 +258,15 @@ def _tool_choice(value: Any, only: list[tuple[str, str]] | None = None) -> ToolC
 def _text_format(value: Any) -> ResponseFormat | None:
     if value is None:
         return None
-    fmt = _object(value, "text").get("format")
+    fmt = req_object(value, "text").get("format")
     if fmt is None:
         return None
-    fmt = _object(fmt, "text.format")
+    fmt = req_object(fmt, "text.format")
     kind = fmt.get("type")
     if kind in ("text", "json_object"):
         return ResponseFormat(kind)
     if kind == "json_schema":
-        name = _string(fmt, "name", "text.format")
+        name = req_str(fmt, "name", "text.format")
         schema = fmt.get("schema")
         if schema is None:
             missing("text.format.schema")
@@ -284,7 +279,7 @@ def _text_format(value: Any) -> ResponseFormat | None:
 def _reasoning(value: Any) -> str | None:
     if value is None:
         return None
-    value = _object(value, "reasoning")
+    value = req_object(value, "reasoning")
     effort = value.get("effort")
     if effort is not None and effort not in REASONING_EFFORTS:
         bad_value("reasoning.effort", f"must be one of {', '.join(REASONING_EFFORTS)}.")
