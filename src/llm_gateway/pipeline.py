@@ -56,6 +56,7 @@ from llm_gateway.wire.openai_chat.encode import encode_chat_response, encode_emb
 
 log = logging.getLogger("llm_gateway.billing")
 T = TypeVar("T")
+_MAX_REFUSED = 10_000  # callers remembered as refused by a limit (forgotten all at once past it)
 
 
 @dataclass(slots=True)
@@ -101,6 +102,10 @@ class Call:
         if model is None or self.usage is None:
             return None
         return cost_usd(model.pricing, self.usage)
+
+
+def _caller(call: Call) -> str:
+    return call.principal.key_id or call.principal.user_id or ""
 
 
 def _admission_tokens(req: ChatRequest) -> int:
@@ -158,6 +163,7 @@ class Pipeline:
         self.limiter = limiter
         self.cache = cache
         self._background: set[asyncio.Task[None]] = set()
+        self._refused: dict[str, float] = {}  # caller -> until when a limit refuses it (monotonic)
 
     def _resolve(self, model_name: str, call: Call) -> ModelSettings:
         model = self.router.resolve(model_name)
@@ -167,14 +173,49 @@ class Pipeline:
 
     # ------------------------------------------------- limits and cache
 
+    async def _gate(
+        self, call: Call, model: ModelSettings, tokens: int, lookup: tuple[str, dict[str, Any] | None],
+        prompt_tokens: int, output_tokens: int,
+    ) -> Entry | None:
+        """Limits, then the cache, then the reservation; the stored answer
+        on a hit (nothing reserved). When the cache has nothing to look up,
+        the limits and the reservation go at once: two round trips (Redis,
+        the database) in the time of one. A refusal answers as in order
+        (a limit's 429 first, the hold released); a caller refused by a
+        limit stays in order until its retry time, so that a flood it sends
+        is stopped at the limits and never reaches the database."""
+        if call.principal.user_id is None or self._may_look_up(call, lookup[1]) \
+                or self._refused.get(_caller(call), 0.0) > time.monotonic():
+            await self._admit(call, model, tokens)
+            entry = await self._lookup(call, *lookup)
+            if entry is None:
+                await self._reserve(call, model, prompt_tokens, output_tokens)
+            return entry
+        admitted, reserved = await asyncio.gather(
+            self._admit(call, model, tokens), self._reserve(call, model, prompt_tokens, output_tokens),
+            return_exceptions=True)
+        if isinstance(admitted, BaseException):
+            if call.hold is not None:
+                await self._settle_detached(call)  # nothing was called: release the hold
+            raise admitted
+        if isinstance(reserved, BaseException):
+            raise reserved
+        return None
+
     async def _admit(self, call: Call, model: ModelSettings, tokens: int) -> None:
         call.admission = await self.limiter.admit(call.principal, model, tokens)
         if call.admission is not None and not call.admission.allowed:
+            if len(self._refused) >= _MAX_REFUSED:
+                self._refused.clear()
+            self._refused[_caller(call)] = time.monotonic() + call.admission.retry_after_s
             raise call.admission.error()
+
+    def _may_look_up(self, call: Call, body: dict[str, Any] | None) -> bool:
+        return self.cache.enabled and call.cache_mode != "off" and body is not None
 
     async def _lookup(self, call: Call, endpoint: str, body: dict[str, Any] | None) -> Entry | None:
         """The stored answer for this request, if the cache may serve it."""
-        if not self.cache.enabled or call.cache_mode == "off" or body is None:
+        if body is None or not self._may_look_up(call, body):
             return None
         scope = "*" if self.cache.global_scope else (call.principal.user_id or "master")
         call.cache_key = cache_key(endpoint, body, scope)
@@ -339,13 +380,11 @@ class Pipeline:
     async def chat(self, req: ChatRequest, call: Call) -> Answer:
         model = self._resolve(req.model, call)
         _check_max_tokens(req, model)
-        await self._admit(call, model, _admission_tokens(req))
-        entry = await self._lookup(call, *req.cache_source)
+        entry = await self._gate(call, model, _admission_tokens(req), req.cache_source, prompt_upper_bound(req),
+                                 (req.max_tokens or model.max_output_tokens) * (req.n or 1))
         if entry is not None:
             await self._serve_hit(call, model, entry)
             return Answer.passed(entry.body, "openai.chat", entry.usage)
-        await self._reserve(call, model, prompt_upper_bound(req), (req.max_tokens or model.max_output_tokens)
-                            * (req.n or 1))
         try:
             result = await self._call_chat(req, model, call)
         except BaseException:
@@ -370,14 +409,12 @@ class Pipeline:
         call.stream = True
         model = self._resolve(req.model, call)
         _check_max_tokens(req, model)
-        await self._admit(call, model, _admission_tokens(req))
-        entry = await self._lookup(call, *req.cache_source)
+        entry = await self._gate(call, model, _admission_tokens(req), req.cache_source, prompt_upper_bound(req),
+                                 (req.max_tokens or model.max_output_tokens) * (req.n or 1))
         if entry is not None:
             await self._serve_hit(call, model, entry)
             call.first_byte_at = time.perf_counter()
             return self._replayed(entry, req.include_usage, call)
-        await self._reserve(call, model, prompt_upper_bound(req), (req.max_tokens or model.max_output_tokens)
-                            * (req.n or 1))
         try:
             first, events = await self._open_stream(req, model, call)
         except BaseException:
@@ -441,12 +478,11 @@ class Pipeline:
     async def embed(self, req: EmbeddingRequest, call: Call) -> EmbeddingAnswer:
         call.endpoint = "embeddings"
         model = self._resolve(req.model, call)
-        await self._admit(call, model, embedding_upper_bound(req.inputs))
-        entry = await self._lookup(call, "embeddings", req.raw)
+        bound = embedding_upper_bound(req.inputs)
+        entry = await self._gate(call, model, bound, ("embeddings", req.raw), bound, 0)
         if entry is not None:
             await self._serve_hit(call, model, entry)
             return EmbeddingAnswer(entry.usage, entry.body)
-        await self._reserve(call, model, embedding_upper_bound(req.inputs), 0)
         try:
             result = await self._call_embed(req, model, call)
         except BaseException:

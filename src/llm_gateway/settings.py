@@ -332,6 +332,15 @@ class BillingSettings(_Strict):
     # How long an answer waits for its charge to be committed before it goes
     # out anyway (the charge stays owed and is retried).
     settle_wait_s: float = Field(default=2.0, ge=0, le=60)
+    # PostgreSQL: whether a reservation or charge waits for its WAL flush
+    # before the request goes on. Off (the default), a commit returns as
+    # soon as it is visible: a crash of the PostgreSQL server (not of a
+    # gateway) can lose the money writes of its last ~0.6 s (three
+    # wal_writer_delay), a consistent prefix: never an overdraft, the ledger
+    # still equals the balance. On: nothing committed is ever lost, and each
+    # request waits for two disk flushes. Credits, keys and users are
+    # always committed synchronously.
+    synchronous_commit: bool = False
 
 
 class UiSettings(_Strict):

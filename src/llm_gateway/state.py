@@ -109,7 +109,8 @@ class GatewayState:
         throttle = LoginThrottle(redis)
         billing = settings.billing
         ledger = Ledger(db, reservation_ttl_s=billing.reservation_ttl_s, journal_dir=billing.journal_dir,
-                        journal_after=billing.journal_after, settle_wait_s=billing.settle_wait_s)
+                        journal_after=billing.journal_after, settle_wait_s=billing.settle_wait_s,
+                        synchronous_commit=billing.synchronous_commit)
         usage = UsageWriter(db, flush_interval_s=settings.usage_flush_interval_s)
         watch = RedisWatch(redis) if redis is not None else None
         limiter = Limiter(settings.limits, redis, watch)

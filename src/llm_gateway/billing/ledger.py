@@ -113,7 +113,7 @@ _TS = UTCDateTime()
 class Ledger:
     def __init__(
         self, db: Database, *, reservation_ttl_s: float = 3600.0, journal_dir: str | None = None,
-        journal_after: int = 10_000, settle_wait_s: float = 2.0,
+        journal_after: int = 10_000, settle_wait_s: float = 2.0, synchronous_commit: bool = False,
     ) -> None:
         self.db = db
         self.ttl = timedelta(seconds=reservation_ttl_s)
@@ -122,7 +122,10 @@ class Ledger:
         self._sqlite: sqlite_money.SQLiteWriter | None = None
         self.money: PgMoney | None = None
         if self._pg:
-            self.money = PgMoney(db.connect_args(), ttl_s=reservation_ttl_s,
+            connect = db.connect_args()
+            if not synchronous_commit:  # the money lanes only (see BillingSettings)
+                connect["server_settings"] = {**connect.get("server_settings", {}), "synchronous_commit": "off"}
+            self.money = PgMoney(connect, ttl_s=reservation_ttl_s,
                                  journal=Journal(journal_dir or "./data/money-journal"), journal_after=journal_after)
         if db.is_sqlite:
             path = make_url(db.url).database
