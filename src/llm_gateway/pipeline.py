@@ -22,6 +22,7 @@ disconnects cannot interrupt it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -178,28 +179,48 @@ class Pipeline:
         prompt_tokens: int, output_tokens: int,
     ) -> Entry | None:
         """Limits, then the cache, then the reservation; the stored answer
-        on a hit (nothing reserved). When the cache has nothing to look up,
-        the limits and the reservation go at once: two round trips (Redis,
-        the database) in the time of one. A refusal answers as in order
-        (a limit's 429 first, the hold released); a caller refused by a
-        limit stays in order until its retry time, so that a flood it sends
-        is stopped at the limits and never reaches the database."""
-        if call.principal.user_id is None or self._may_look_up(call, lookup[1]) \
-                or self._refused.get(_caller(call), 0.0) > time.monotonic():
+        on a hit (nothing reserved). For a user's request their round trips
+        overlap: the limits go with the cache lookup (both Redis), or, when
+        the cache has nothing to look up, with the reservation (the
+        database). A refusal answers as in order (a limit's 429 first, a
+        hold taken meanwhile released); a caller refused by a limit stays in
+        order until its retry time, so that a flood it sends is stopped at
+        the limits and never reaches the cache or the database."""
+        if call.principal.user_id is None or self._refused.get(_caller(call), 0.0) > time.monotonic():
             await self._admit(call, model, tokens)
             entry = await self._lookup(call, *lookup)
             if entry is None:
                 await self._reserve(call, model, prompt_tokens, output_tokens)
             return entry
-        admitted, reserved = await asyncio.gather(
-            self._admit(call, model, tokens), self._reserve(call, model, prompt_tokens, output_tokens),
-            return_exceptions=True)
-        if isinstance(admitted, BaseException):
-            if call.hold is not None:
-                await self._settle_detached(call)  # nothing was called: release the hold
-            raise admitted
-        if isinstance(reserved, BaseException):
-            raise reserved
+        loop = asyncio.get_running_loop()
+        if self._may_look_up(call, lookup[1]):
+            looking = loop.create_task(self._lookup(call, *lookup))
+            try:
+                await self._admit(call, model, tokens)
+            except BaseException:
+                looking.cancel()
+                with contextlib.suppress(BaseException):
+                    await looking
+                call.cache, call.cache_key = "BYPASS", None  # refused: never looked up, never stored
+                raise
+            entry = await looking
+            if entry is None:
+                await self._reserve(call, model, prompt_tokens, output_tokens)
+            return entry
+        admitting = loop.create_task(self._admit(call, model, tokens))
+        try:
+            await self._reserve(call, model, prompt_tokens, output_tokens)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                admitting.cancel()
+            else:
+                await admitting  # a limit's 429 comes before the reservation's refusal
+            raise
+        try:
+            await admitting
+        except BaseException:
+            await self._settle_detached(call)  # refused (or cancelled) before any call: release the hold
+            raise
         return None
 
     async def _admit(self, call: Call, model: ModelSettings, tokens: int) -> None:

@@ -96,7 +96,7 @@ class PgMoney:
         self._reserves: list[_Reservation] = []
         self._settles: list[Settlement] = []
         self._sending = 0  # settlements in a batch in flight
-        self._idle: list[asyncio.Future[None]] = []  # lanes waiting for work, one waiter each
+        self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._down = False  # the last attempt to reach the database failed
         self.live: dict[str, None] = {}  # open holds of this process, renewed until settled
@@ -116,7 +116,7 @@ class PgMoney:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run(lane)) for lane in range(self._lanes)]
         if self._settles:
-            self._kick()
+            self._wake.set()
 
     @property
     def owed(self) -> int:
@@ -132,7 +132,7 @@ class PgMoney:
             raise database_unavailable()
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._reserves.append(_Reservation(hold_id, user_id, key_id, amount, done))
-        self._kick()
+        self._wake.set()
         taken = await done
         if taken:
             self.live[hold_id] = None
@@ -146,15 +146,14 @@ class PgMoney:
         self.live.pop(settlement.hold_id, None)
         settlement.done = asyncio.get_running_loop().create_future()
         self._settles.append(settlement)
-        self._kick()
+        self._wake.set()
         return settlement.done
 
     async def aclose(self, wait_s: float = 5.0) -> None:
         """Commit what is owed (for up to ``wait_s`` while the database is
         down), journal the rest, and close."""
         self._closing = True
-        while self._idle:
-            self._kick()
+        self._wake.set()
         if self._tasks:
             # The lanes end by themselves once nothing is owed; cancelling is
             # the fallback (a cancel racing a wake-up can be lost in wait_for).
@@ -199,16 +198,9 @@ class PgMoney:
                     return
                 renewal_due = lane == 0 and self.live and loop.time() - self._renewed_at >= self._renew_every
                 if not renewal_due:
-                    waiter: asyncio.Future[None] = loop.create_future()
-                    self._idle.append(waiter)
-                    try:
-                        async with asyncio.timeout(self._renew_every):
-                            await waiter
-                    except TimeoutError:
-                        pass
-                    finally:
-                        if not waiter.done():
-                            self._idle.remove(waiter)
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._renew_every)
                     continue
             try:
                 conn = self._conns[lane]
@@ -273,15 +265,6 @@ class PgMoney:
         for r, taken in zip(reserves, out[len(settles):], strict=True):
             if not r.done.done():
                 r.done.set_result(taken == 1)
-
-    def _kick(self) -> None:
-        """Wake one idle lane (the others stay asleep: at one request at a
-        time, one lane does the work)."""
-        while self._idle:
-            waiter = self._idle.pop()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
     def _on_down(self, lane: int, exc: BaseException) -> None:
         if not self._down:
