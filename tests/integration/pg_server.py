@@ -65,6 +65,11 @@ class OwnPostgres:
         """As an operator's restart: open connections are terminated."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop")
 
+    def crash(self) -> None:
+        """As a crash of the server: every process quits at once, without
+        writing what it holds in memory (WAL buffers included)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "30", "stop")
+
     def close(self) -> None:
         try:
             self.stop()

@@ -1,5 +1,6 @@
 """PostgreSQL goes away under load and comes back (issue 12): every answer
-given is charged exactly once, a request that needs a reservation while the
+given is charged exactly once (a crash of the server: all but those of the
+documented window when commits are asynchronous), a request that needs a reservation while the
 database is down gets 503 ``database_unavailable`` (never a 500, the
 connection kept), the gateway recovers by itself, and a charge owed at
 shutdown goes to the money journal and is replayed by the next start."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -146,3 +148,70 @@ def test_charges_owed_at_shutdown_are_journalled_and_replayed(upstream: str, tmp
             r.headers["x-request-id"]: Decimal(r.headers["x-gateway-cost-usd"]) for r in answers}
         assert book.balance == book.ledger_sum and book.reserved == 0 and book.open_holds == 0
         assert not list((tmp_path / "journal").iterdir()), "a replayed journal is deleted"
+
+
+# billing.synchronous_commit off: a crash of the PostgreSQL server may lose
+# the money writes of its last three wal_writer_delay (0.6 s by default);
+# docs/billing.md promises one second.
+LOSS_WINDOW_S = 1.0
+
+
+@pytest.mark.parametrize("synchronous", [False, True], ids=["async-commit", "synchronous-commit"])
+def test_postgres_crash_under_load_loses_at_most_the_documented_window(
+    upstream: str, tmp_path: Path, synchronous: bool
+) -> None:
+    config = _config(upstream, "", tmp_path)
+    config["billing"]["synchronous_commit"] = synchronous
+    with own_postgres() as pg:
+        config["database_url"] = pg.url
+        with gateway_process(config, tmp_path, "a") as a:
+            user_id, key = user_with_key(a, pg.url)
+            stop = threading.Event()
+            answers: list[tuple[float, httpx.Response]] = []  # when each answer arrived, and it
+
+            def client() -> None:
+                with httpx.Client(base_url=a, headers={"authorization": f"Bearer {key}"}, timeout=30) as http:
+                    while not stop.is_set():
+                        answer = http.post("/v1/chat/completions", json=BODY)
+                        answers.append((time.monotonic(), answer))
+
+            threads = [threading.Thread(target=client) for _ in range(8)]
+            for t in threads:
+                t.start()
+            try:
+                _wait_for(lambda: len(answers) >= 300)
+                crashed_at = time.monotonic()
+                pg.crash()
+                time.sleep(1)
+                during = len(answers)
+                pg.start()
+                try:
+                    _wait_for(lambda: sum(1 for _, r in answers[during:] if r.status_code == 200) >= 50)
+                except AssertionError:  # say what it answered instead, and what its log said
+                    print(Counter(r.status_code for _, r in answers[during:]), answers[-1][1].text,
+                          (tmp_path / "a.log").read_text()[-3000:])
+                    raise
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join()
+            book = settled(pg.url, user_id, timeout_s=3 * TTL_S)
+
+        assert {r.status_code for _, r in answers} <= {200, 503}
+        ok = [(at, r) for at, r in answers if r.status_code == 200]
+        assert sum(1 for at, _ in ok if at < crashed_at) >= 250
+        # Consistent whatever was lost: nothing held, no overdraft, the ledger equals the balance.
+        assert book.reserved == 0 and book.open_holds == 0 and book.balance >= 0
+        assert book.balance == book.ledger_sum == book.credits - sum(book.charges.values(), Decimal(0))
+        for _, r in ok:
+            rid = r.headers["x-request-id"]
+            if rid in book.charges:  # never charged twice (books() asserts it) nor wrongly
+                assert book.charges[rid] == Decimal(r.headers["x-gateway-cost-usd"])
+        lost = [at for at, r in ok if r.headers["x-request-id"] not in book.charges]
+        if synchronous:
+            assert lost == [], "with synchronous commits a crash of the server loses no charge"
+        else:
+            # Whatever was lost was answered at most LOSS_WINDOW_S before the crash.
+            print(f"charges lost to the crash: {len(lost)} of {len(ok)} answers, the oldest "
+                  f"{max((crashed_at - at for at in lost), default=0):.3f} s before it")
+            assert all(at >= crashed_at - LOSS_WINDOW_S for at in lost), [crashed_at - at for at in lost]

@@ -123,8 +123,9 @@ class Ledger:
         self.money: PgMoney | None = None
         if self._pg:
             connect = db.connect_args()
-            if not synchronous_commit:  # the money lanes only (see BillingSettings)
-                connect["server_settings"] = {**connect.get("server_settings", {}), "synchronous_commit": "off"}
+            # The money lanes only (see BillingSettings), whatever the server's default.
+            connect["server_settings"] = {**connect.get("server_settings", {}),
+                                          "synchronous_commit": "on" if synchronous_commit else "off"}
             self.money = PgMoney(connect, ttl_s=reservation_ttl_s,
                                  journal=Journal(journal_dir or "./data/money-journal"), journal_after=journal_after)
         if db.is_sqlite:

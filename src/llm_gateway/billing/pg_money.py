@@ -193,9 +193,12 @@ class PgMoney:
     async def _loop(self, lane: int) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._reserves and not self._settles:
-                if self._closing:
-                    return
+            idle = not self._reserves and not self._settles
+            if idle and self._closing:
+                return
+            # While the database is down, lane 0 keeps trying to connect even
+            # with nothing owed: reservations are refused until it does.
+            if idle and not (self._down and lane == 0):
                 renewal_due = lane == 0 and self.live and loop.time() - self._renewed_at >= self._renew_every
                 if not renewal_due:
                     self._wake.clear()
@@ -206,8 +209,10 @@ class PgMoney:
                 conn = self._conns[lane]
                 if conn is None or conn.is_closed():
                     conn = self._conns[lane] = await asyncpg.connect(**self._connect_args)
-                    if self._down:
-                        log.info("database reachable again; %d charges owed", self.owed)
+                elif self._down:
+                    await conn.execute("SELECT 1")  # another lane lost its connection: is this one alive?
+                if self._down:
+                    log.info("database reachable again; %d charges owed", self.owed)
                     self._down = False
                 if loop.time() - self._renewed_at >= self._renew_every:
                     self._renewed_at = loop.time()

@@ -25,7 +25,7 @@ _LOCK_ID = 7_401_113_557  # arbitrary, constant: the gateway's migration lock
 
 # The newest revision in migrations/versions (a test keeps the two equal), so
 # that a start-up on an up-to-date schema never has to import Alembic.
-HEAD = "0005_stored_responses"
+HEAD = "0006_retried_settlements"
 
 log = logging.getLogger("llm_gateway.db")
 
