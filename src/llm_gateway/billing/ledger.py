@@ -238,7 +238,9 @@ class Ledger:
         if self.money is not None:
             done = self.money.settle(Settlement(hold.id, hold.user_id, cost_n, entry_id, request_id, hold.key_id))
             try:
-                charged = await asyncio.wait_for(asyncio.shield(done), self.settle_wait_s)
+                # On time out ``done`` is cancelled: the settlement stays queued.
+                async with asyncio.timeout(self.settle_wait_s):
+                    charged = await done
             except TimeoutError:
                 return None
             return from_nanos(max(charged, 0))
