@@ -3,9 +3,11 @@
     authenticate → limit → cache → reserve funds → route → call →
     stream/return → settle → observe
 
-Limits: every rate limit that applies is taken at once before anything
-else (429 when one refuses); the tokens admitted from the estimate are
-corrected from the real usage when the request ends. Cache: a hit is
+Limits: every rate limit that applies is taken at once, before the cache
+answers or the provider is called (429 when one refuses; for a user's
+request ``_gate`` sends it beside the cache lookup or the reservation); the
+tokens admitted from the estimate are corrected from the real usage when
+the request ends. Cache: a hit is
 answered without reserving or calling anything (and costs nothing unless
 ``cache.charge_hits``); a streamed request replays a stored answer as
 chunks; an answer is stored only once it is complete.
