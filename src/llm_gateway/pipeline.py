@@ -195,7 +195,7 @@ class Pipeline:
                 await self._reserve(call, model, prompt_tokens, output_tokens)
             return entry
         loop = asyncio.get_running_loop()
-        if self._may_look_up(call, lookup[1]):
+        if lookup[1] is not None and self._cache_on(call):
             looking = loop.create_task(self._lookup(call, *lookup))
             try:
                 await self._admit(call, model, tokens)
@@ -233,12 +233,12 @@ class Pipeline:
             self._refused[_caller(call)] = time.monotonic() + call.admission.retry_after_s
             raise call.admission.error()
 
-    def _may_look_up(self, call: Call, body: dict[str, Any] | None) -> bool:
-        return self.cache.enabled and call.cache_mode != "off" and body is not None
+    def _cache_on(self, call: Call) -> bool:
+        return self.cache.enabled and call.cache_mode != "off"
 
     async def _lookup(self, call: Call, endpoint: str, body: dict[str, Any] | None) -> Entry | None:
         """The stored answer for this request, if the cache may serve it."""
-        if body is None or not self._may_look_up(call, body):
+        if body is None or not self._cache_on(call):
             return None
         scope = "*" if self.cache.global_scope else (call.principal.user_id or "master")
         call.cache_key = cache_key(endpoint, body, scope)

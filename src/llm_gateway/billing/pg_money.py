@@ -16,7 +16,8 @@ Failures:
   database takes it; past ``journal_after`` waiting, and at shutdown, the
   rest go to a journal file (``journal.py``) that the next start replays.
   Replays and retries are idempotent: each charge has its ledger entry id,
-  and a settlement whose earlier attempt may have committed is marked so.
+  which the database checks before charging (migration 0006: a retry whose
+  reservation is gone is still charged, unless that entry exists).
 - Open reservations are renewed while their process lives, so a short
   ``reservation_ttl_s`` releases the holds of a process that died, without
   ever releasing one in use.
@@ -58,6 +59,8 @@ class Settlement:
     request_id: str
     key_id: str | None
     # An earlier attempt may have committed (its connection broke mid-call).
+    # Kept in journals and sent for 0004's function; since 0006 the ledger
+    # entry id alone decides.
     retry: bool = False
     done: asyncio.Future[int] | None = field(default=None, repr=False, compare=False)
 
