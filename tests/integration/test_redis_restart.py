@@ -80,8 +80,8 @@ class Senders:
 def restart(redis: RestartableRedis, down_s: float) -> tuple[float, float]:
     """Kill Redis, leave it down ``down_s``, start it on the same port;
     return when it was killed and when it first answered PING."""
+    killed = time.monotonic()  # before the kill: an answer refused while it runs is not "before" it
     redis.kill()
-    killed = time.monotonic()
     time.sleep(down_s)
     return killed, redis.start()
 
